@@ -125,9 +125,7 @@ def wav_to_flac(wav_path: Path, flac_path: Path) -> float:
         raise RuntimeError(f"unexpected espeak output: sr={sr}, shape={data.shape}")
     flac_path.parent.mkdir(parents=True, exist_ok=True)
     # compression_level=1.0 is FLAC level 8: smallest files, still lossless.
-    sf.write(
-        flac_path, data, sr, format="FLAC", subtype="PCM_16", compression_level=1.0
-    )
+    sf.write(flac_path, data, sr, format="FLAC", subtype="PCM_16", compression_level=1.0)
     return len(data) / sr
 
 
@@ -181,9 +179,7 @@ def generate(out: Path) -> None:
             uid = f"demo_{i:04d}"
             dur = render(text, out / "wavs" / f"{uid}.flac", tmp)
             if not MIN_DUR <= dur <= MAX_DUR:
-                raise ValueError(
-                    f"{uid} is {dur:.2f} s, outside [{MIN_DUR}, {MAX_DUR}]: {text!r}"
-                )
+                raise ValueError(f"{uid} is {dur:.2f} s, outside [{MIN_DUR}, {MAX_DUR}]: {text!r}")
             durations.append(dur)
             row = {
                 "id": uid,
@@ -194,9 +190,7 @@ def generate(out: Path) -> None:
             }
             rows.append(json.dumps(row, ensure_ascii=False))
     (out / "manifest.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(
-        readme_text(sum(durations), min(durations), max(durations)), encoding="utf-8"
-    )
+    (out / "README.md").write_text(readme_text(sum(durations), min(durations), max(durations)), encoding="utf-8")
     print(
         f"wrote {len(rows)} clips ({sum(durations):.1f} s, "
         f"{min(durations):.2f}-{max(durations):.2f} s), ref {ref_dur:.2f} s -> {out}"
@@ -214,9 +208,7 @@ def check(out: Path) -> int:
         generate(fresh)
         want, have = list_files(fresh), list_files(out) if out.is_dir() else set()
         bad = sorted(want ^ have)
-        bad += sorted(
-            f for f in want & have if not filecmp.cmp(fresh / f, out / f, shallow=False)
-        )
+        bad += sorted(f for f in want & have if not filecmp.cmp(fresh / f, out / f, shallow=False))
     for f in bad:
         print(f"differs: {f}")
     print("check failed" if bad else "check passed: all files identical")
@@ -225,9 +217,7 @@ def check(out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="output directory"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument(
         "--check",
         action="store_true",

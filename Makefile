@@ -1,0 +1,41 @@
+# qtts-sweep: a thin, self-documenting layer over the CLI. `make help` lists the targets.
+SHELL := /bin/bash
+PY_SYS ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package (quick no-op when up to date)
+
+demo: install ## run the tiny preset end to end, offline, and say where output went
+	$(VENV)/bin/qtts-sweep demo
+
+test: install ## the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: install ## unit tests only (skips the slow end-to-end tests)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check qtts_sweep tests scripts
+	$(VENV)/bin/ruff format --check qtts_sweep tests scripts
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix qtts_sweep tests scripts
+	$(VENV)/bin/ruff format qtts_sweep tests scripts
+
+clean: ## remove runs/ (all outputs: models, data cache, checkpoints, MLflow store)
+	rm -rf runs

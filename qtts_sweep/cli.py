@@ -1,0 +1,105 @@
+"""The `qtts-sweep` console script: argument parsing only; each subcommand calls one library function.
+
+Importing this module imports neither torch nor Hydra, so `qtts-sweep --help` answers instantly. Hydra
+overrides (`key=value`, `group=option`) pass straight through; free text (lines to speak) is an option or a
+file, never an override, so commas and quotes survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+# Subcommands that later work adds, reserved now so their names never change meaning.
+RESERVED = {
+    "prepare": "import, validate, resample and split a dataset, and cache its codec codes",
+    "train": "train (or reuse) LoRA checkpoints for one training configuration",
+    "synth": "synthesize held-out lines or given text from a checkpoint and LoRA scale",
+    "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
+    "promote": "turn a sweep's best trial into a production bundle",
+    "report": "print a study's top trials",
+    "bench": "benchmarks that print side-by-side ratios",
+    "gc": "remove checkpoints that no top trial or promotion needs",
+}
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny train.lr=1e-4")
+    p.add_argument("--config-dir", help="extra config folder searched before the shipped conf/")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.overrides, args.config_dir)), end="")
+    return 0
+
+
+def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.tiny import build_tiny_model, folder_digest
+
+    cfg = load_config(["model=tiny", f"model.tiny_seed={args.seed}", *args.overrides], args.config_dir)
+    out = build_tiny_model(args.out or cfg.model.source, seed=args.seed)
+    print(f"tiny preset written to {out}\nsha256 of the folder: {folder_digest(out)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.demo import run_demo
+
+    run_demo(load_config(["experiment=tiny_demo", *args.overrides], args.config_dir))
+    return 0
+
+
+def _reserved(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"`qtts-sweep {name}` is not implemented yet: {RESERVED[name]}.", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qtts-sweep",
+        description="Honest hyperparameter sweeps for LoRA fine-tuning of Qwen3-TTS.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("check", help="compose and validate the config; print the resolved result")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("make-tiny-model", help="write the tiny preset model folder (random weights)")
+    p.add_argument("--seed", type=int, default=0, help="weights seed (same seed -> byte-identical folder)")
+    p.add_argument("--out", help="output folder (default: model.source of model=tiny, under runs/models/)")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_make_tiny_model)
+
+    p = sub.add_parser("demo", help="run the tiny preset end to end as far as the code goes")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    for name, text in RESERVED.items():
+        p = sub.add_parser(name, help=f"(not implemented yet) {text}")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_reserved(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from qtts_sweep.schema import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Composes the Hydra config tree and validates it against the schemas, reporting every problem at once.
+
+`load_config(overrides)` is what every subcommand calls first: compose `conf/` (plus any `--config-dir`),
+check every key's type and every rule (`qtts_sweep.schema`), resolve paths, and return a typed `Config`.
+Nothing heavy is imported here: a bad config fails in well under a second, before any model is loaded.
+
+Not here: the rules themselves (schema.py) and the sweep's Hydra app (sweep issue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from qtts_sweep.schema import (
+    GROUP_SCHEMAS,
+    Config,
+    ConfigError,
+    Problem,
+    cross_group_problems,
+    register_configs,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_DIR / "conf"
+PRIMARY = "config"
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("qtts.project_dir"):
+        OmegaConf.register_new_resolver("qtts.project_dir", lambda: str(PROJECT_DIR))
+
+
+def _unknown_override_key(exc: Exception) -> str | None:
+    """The dotted key of an override Hydra refused because it is not in the config, if that is the error."""
+    msg = str(exc)
+    marker = "Could not override '"
+    if marker in msg:
+        return msg.split(marker, 1)[1].split("'", 1)[0]
+    return None
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.PathLike | None = None) -> DictConfig:
+    """Compose `conf/` with Hydra's Compose API; unknown override keys are all reported together.
+
+    Args:
+        overrides: Hydra overrides (`train.lr=1e-4`, `model=tiny`, `+experiment=tiny_demo`).
+        config_dir: an extra config folder searched before the shipped `conf/` (the user's own data/experiment
+            configs), like Hydra's `--config-dir`.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    _register_resolvers()
+    register_configs()
+    overrides = list(overrides)
+    if config_dir is not None:
+        extra = Path(config_dir).resolve()
+        if not extra.is_dir():
+            raise ConfigError(
+                [
+                    Problem(
+                        "--config-dir",
+                        str(config_dir),
+                        "is not a folder",
+                        "pass a folder that holds config groups (e.g. data/, experiment/)",
+                    )
+                ]
+            )
+        overrides.append(f"hydra.searchpath=[file://{extra}]")
+    problems: list[Problem] = []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            while True:
+                try:
+                    cfg = hydra_compose(config_name=PRIMARY, overrides=overrides)
+                    break
+                except MissingConfigException as exc:
+                    options = getattr(exc, "options", None) or []
+                    raise ConfigError(
+                        [
+                            Problem(
+                                "overrides",
+                                overrides,
+                                str(exc).splitlines()[0],
+                                f"choose one of {options}, or add the file in --config-dir",
+                            )
+                        ]
+                    ) from exc
+                except ConfigCompositionException as exc:
+                    key = _unknown_override_key(exc)
+                    if key is None:
+                        raise ConfigError(
+                            [
+                                Problem(
+                                    "overrides",
+                                    overrides,
+                                    str(exc).splitlines()[0],
+                                    "check the override syntax: key=value, group=option",
+                                )
+                            ]
+                        ) from exc
+                    bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
+                    value = bad[0].split("=", 1)[-1] if bad else None
+                    problems.append(_unknown_key_problem(key, value, _known_fields(key)))
+                    overrides = [o for o in overrides if o not in bad]
+                    if not bad:
+                        raise ConfigError(problems) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _known_fields(key: str) -> list[str]:
+    """Field names of the schema section that `key` (dotted) would live in, for did-you-mean hints."""
+    parts = key.split(".")
+    schema: Any = GROUP_SCHEMAS.get(parts[0])
+    for part in parts[1:-1]:
+        if schema is None or not dataclasses.is_dataclass(schema):
+            return []
+        schema = typing.get_type_hints(schema).get(part)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return sorted(GROUP_SCHEMAS) if len(parts) == 1 else []
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def _unknown_key_problem(key: str, value: Any, known: list[str] | None) -> Problem:
+    leaf = key.rsplit(".", 1)[-1]
+    near = difflib.get_close_matches(leaf, known or [], n=1)
+    fix = f"did you mean `{key.rsplit('.', 1)[0]}.{near[0]}`?" if near else "remove it or fix its spelling"
+    return Problem(key, value, "is not a known config key", fix)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list | ListConfig) and all(_type_ok(v, item) for v in value)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_node(node: Any, schema: type, prefix: str) -> list[Problem]:
+    """Every type, choice, missing-value and unknown-key problem of `node` against dataclass `schema`."""
+    problems: list[Problem] = []
+    if not isinstance(node, DictConfig):
+        return [Problem(prefix, node, f"must be a mapping of {schema.__name__} fields", "fix the YAML structure")]
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in fields:
+            problems.append(_unknown_key_problem(f"{prefix}.{key}", node._get_node(key)._value(), list(fields)))
+    for name, f in fields.items():
+        key = f"{prefix}.{name}"
+        tp = hints[name]
+        if name not in node or OmegaConf.is_missing(node, name):
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING or (f.default == "???"):
+                problems.append(Problem(key, "???", "is required and has no value", f"set it, e.g. {key}=..."))
+            continue
+        try:
+            value = node[name]
+        except Exception as exc:  # interpolation errors
+            problems.append(
+                Problem(
+                    key,
+                    node._get_node(name)._value(),
+                    f"cannot be resolved ({exc})",
+                    "fix the ${...} interpolation",
+                )
+            )
+            continue
+        if dataclasses.is_dataclass(tp):
+            problems += check_node(value, tp, key)
+            continue
+        if not _type_ok(value, tp):
+            shown = OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+            problems.append(
+                Problem(
+                    key,
+                    shown,
+                    f"must be of type {_type_name(tp)}",
+                    f"give a {_type_name(tp)} value, e.g. {key}={_example(f)}",
+                )
+            )
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            problems.append(Problem(key, value, f"must be one of {list(choices)}", f"e.g. {key}={choices[0]}"))
+    return problems
+
+
+def _example(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING and f.default != "???":
+        return f.default
+    return "..."
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Check types and rules of a composed config; return the typed `Config` or raise every problem at once."""
+    problems: list[Problem] = []
+    known_groups = set(GROUP_SCHEMAS) | {"seed"}
+    for key in cfg.keys():
+        if key not in known_groups:
+            problems.append(_unknown_key_problem(str(key), "...", sorted(known_groups)))
+    typed_ok = True
+    for group, schema in GROUP_SCHEMAS.items():
+        if group not in cfg:
+            problems.append(
+                Problem(
+                    group,
+                    None,
+                    "config group is missing",
+                    f"add `- {group}: <option>` to the defaults list of conf/config.yaml",
+                )
+            )
+            typed_ok = False
+            continue
+        found = check_node(cfg[group], schema, group)
+        typed_ok &= not found
+        problems += found
+    if typed_ok:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        for group, schema in GROUP_SCHEMAS.items():
+            try:
+                OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
+            except ConfigError as exc:
+                problems += exc.problems
+        problems += cross_group_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+
+
+def absolutize_paths(cfg: DictConfig) -> None:
+    """Make `paths.*` absolute against the working directory, before anything interpolates them.
+
+    Plain values become absolute paths; `${paths.runs_dir}/...`-style values then follow automatically.
+    """
+    paths = cfg.get("paths")
+    if not isinstance(paths, DictConfig):
+        return
+    for key in list(paths.keys()):
+        node = paths._get_node(key)
+        raw = node._value()
+        if not isinstance(raw, str) or (OmegaConf.is_interpolation(paths, key) and "${paths." in raw):
+            continue
+        try:
+            value = paths[key]
+        except Exception:  # reported by validate()
+            continue
+        if isinstance(value, str) and value:
+            paths[key] = str(Path(value).expanduser().resolve())
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.PathLike | None = None) -> Config:
+    """Compose, validate and resolve: the single entry point every subcommand uses."""
+    cfg = compose(overrides, config_dir)
+    absolutize_paths(cfg)
+    return validate(cfg)
+
+
+def to_yaml(config: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

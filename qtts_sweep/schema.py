@@ -1,0 +1,539 @@
+"""Typed config schemas: one dataclass per Hydra config group, registered in Hydra's ConfigStore.
+
+Each dataclass lists its fields (with `choices`/`help` metadata) and a `problems()` method returning every rule
+its values break, as `Problem`s that carry the key path, the value, the rule and the fix. `__post_init__` raises
+them all together, so a schema object can never exist in an invalid state. Cross-group rules live on `Config`.
+
+This module is pure: no torch, no Hydra composition (see `qtts_sweep.config` for loading).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem: where, what value, which rule, how to fix it."""
+
+    key: str
+    value: Any
+    rule: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"`{self.key}` = {self.value!r}: {self.rule}. Fix: {self.fix}"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, never just the first."""
+
+    def __init__(self, problems: list[Problem], source: str = "config"):
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} problem(s) in the {source}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def choice(default: str, choices: tuple[str, ...], help: str = "") -> Any:
+    return field(default=default, metadata={"choices": choices, "help": help})
+
+
+def _check(cond: bool, out: list[Problem], key: str, value: Any, rule: str, fix: str) -> None:
+    if not cond:
+        out.append(Problem(key, value, rule, fix))
+
+
+class _Validated:
+    """Mixin: `problems(prefix)` collects rule violations; construction raises them all at once.
+
+    Nested sections (`data.split`, `eval.decoding`) set `_group = None`: their parent reports their problems
+    together with its own.
+    """
+
+    _group: str | None = None
+
+    def problems(self, prefix: str | None = None) -> list[Problem]:
+        return []
+
+    def __post_init__(self) -> None:
+        if self._group is None:
+            return
+        found = self.problems(self._group)
+        if found:
+            raise ConfigError(found)
+
+
+@dataclass
+class ModelConfig(_Validated):
+    """Which Qwen3-TTS Base model to fine-tune, and how to load it."""
+
+    _group = "model"
+    name: str = MISSING
+    # Hub id (e.g. Qwen/Qwen3-TTS-12Hz-1.7B-Base) or a local model folder.
+    source: str = MISSING
+    # True: `source` is the tiny preset folder, created from `tiny_seed` on first use (never downloads).
+    tiny: bool = False
+    tiny_seed: int = 0
+    local_files_only: bool = False
+    dtype: str = choice("auto", ("auto", "float32", "bfloat16", "float16"), "auto: bf16 on GPU, fp32 on CPU")
+    attn_implementation: str = choice("auto", ("auto", "eager", "sdpa", "flash_attention_2"))
+    device: str = "auto"
+
+    def problems(self, prefix: str | None = "model") -> list[Problem]:
+        out: list[Problem] = []
+        _check(
+            bool(self.source.strip()),
+            out,
+            f"{prefix}.source",
+            self.source,
+            "must not be empty",
+            "give a hub id such as Qwen/Qwen3-TTS-12Hz-1.7B-Base or a local model folder",
+        )
+        _check(
+            self.tiny_seed >= 0,
+            out,
+            f"{prefix}.tiny_seed",
+            self.tiny_seed,
+            "must be >= 0",
+            "use a non-negative seed, e.g. model.tiny_seed=0",
+        )
+        _check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            out,
+            f"{prefix}.device",
+            self.device,
+            "must be auto, cpu or cuda[:N]",
+            "e.g. model.device=cuda:0",
+        )
+        return out
+
+
+@dataclass
+class SplitConfig(_Validated):
+    """Deterministic train/val/test assignment by a hash of the normalized text."""
+
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    min_val: int = 3
+    min_test: int = 3
+    salt: str = "qtts-sweep"
+
+    def problems(self, prefix: str | None = "data.split") -> list[Problem]:
+        out: list[Problem] = []
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            _check(
+                0.0 < v < 0.5,
+                out,
+                f"{prefix}.{name}",
+                v,
+                "must be in (0, 0.5)",
+                f"use a small held-out share, e.g. {prefix}.{name}=0.05",
+            )
+        _check(
+            self.val_fraction + self.test_fraction < 0.9,
+            out,
+            f"{prefix}.val_fraction",
+            self.val_fraction,
+            "val + test fractions must leave at least 10% for training",
+            "lower the held-out fractions",
+        )
+        for name in ("min_val", "min_test"):
+            v = getattr(self, name)
+            _check(
+                v >= 1,
+                out,
+                f"{prefix}.{name}",
+                v,
+                "must be >= 1 (an empty split cannot be scored)",
+                f"set {prefix}.{name}=3",
+            )
+        return out
+
+
+@dataclass
+class DataConfig(_Validated):
+    """A single-speaker dataset: where it is, how to read it, how to check and split it."""
+
+    _group = "data"
+    name: str = MISSING
+    format: str = choice("jsonl", ("jsonl", "ljspeech"), "jsonl: upstream manifest; ljspeech: metadata.csv")
+    manifest: str | None = None  # jsonl: path to the manifest (audio/ref_audio paths relative to it)
+    root: str | None = None  # ljspeech: folder holding metadata.csv and wavs/
+    # One reference clip for the speaker embedding (upstream recommends one fixed clip). None: the manifest's
+    # `ref_audio` of the first row (ljspeech: the first clip of the train split).
+    ref_audio: str | None = None
+    sample_rate: int = 24000
+    min_duration_s: float = 0.5
+    max_duration_s: float = 20.0
+    max_clipped_fraction: float = 0.01
+    strict: bool = True
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def problems(self, prefix: str | None = "data") -> list[Problem]:
+        out: list[Problem] = []
+        _check(
+            self.sample_rate == 24000,
+            out,
+            f"{prefix}.sample_rate",
+            self.sample_rate,
+            "must be 24000: the 12 Hz codec and speaker encoder only accept 24 kHz",
+            "leave it at 24000; `qtts-sweep prepare` resamples any input rate",
+        )
+        if self.format == "jsonl":
+            _check(
+                bool(self.manifest),
+                out,
+                f"{prefix}.manifest",
+                self.manifest,
+                "is required for data.format=jsonl",
+                "pass data=jsonl data.manifest=/path/to/train.jsonl",
+            )
+        if self.format == "ljspeech":
+            _check(
+                bool(self.root),
+                out,
+                f"{prefix}.root",
+                self.root,
+                "is required for data.format=ljspeech",
+                "pass data=ljspeech data.root=/path/to/LJSpeech-1.1",
+            )
+        _check(
+            0 < self.min_duration_s < self.max_duration_s,
+            out,
+            f"{prefix}.min_duration_s",
+            self.min_duration_s,
+            f"must be > 0 and below data.max_duration_s ({self.max_duration_s})",
+            "e.g. data.min_duration_s=0.5 data.max_duration_s=20",
+        )
+        _check(
+            0 <= self.max_clipped_fraction < 1,
+            out,
+            f"{prefix}.max_clipped_fraction",
+            self.max_clipped_fraction,
+            "must be in [0, 1)",
+            "e.g. 0.01 (1% of samples at full scale)",
+        )
+        out += self.split.problems(f"{prefix}.split")
+        return out
+
+
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraConfig(_Validated):
+    """Which projections get a LoRA adapter, with what rank/alpha/dropout."""
+
+    _group = "lora"
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_PROJECTIONS))
+    # talker_and_code_predictor: what the seed's run adapted (peft suffix names match both);
+    # talker: only the talker transformer's layers.
+    scope: str = choice("talker_and_code_predictor", ("talker_and_code_predictor", "talker"))
+
+    def problems(self, prefix: str | None = "lora") -> list[Problem]:
+        out: list[Problem] = []
+        _check(self.r >= 1, out, f"{prefix}.r", self.r, "LoRA rank must be >= 1", "e.g. lora.r=16")
+        _check(self.alpha > 0, out, f"{prefix}.alpha", self.alpha, "must be > 0", "e.g. lora.alpha=32 (2 x r)")
+        _check(
+            0 <= self.dropout < 1,
+            out,
+            f"{prefix}.dropout",
+            self.dropout,
+            "must be in [0, 1)",
+            "e.g. lora.dropout=0.05",
+        )
+        _check(
+            len(self.target_modules) > 0,
+            out,
+            f"{prefix}.target_modules",
+            self.target_modules,
+            "must name at least one projection",
+            f"choose from {list(LORA_PROJECTIONS)}",
+        )
+        bad = [m for m in self.target_modules if m not in LORA_PROJECTIONS]
+        _check(
+            not bad,
+            out,
+            f"{prefix}.target_modules",
+            bad,
+            "unknown projection name(s)",
+            f"choose from {list(LORA_PROJECTIONS)}",
+        )
+        return out
+
+
+@dataclass
+class TrainConfig(_Validated):
+    """How one training run goes. `max_epochs` is part of the training identity; `epochs` is not."""
+
+    _group = "train"
+    lr: float = 2e-6
+    max_epochs: int = 10  # horizon of the LR schedule: checkpoint e is the same whatever epoch a trial stops at
+    epochs: int = 10  # how far this call trains now (<= max_epochs)
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01
+    scheduler: str = choice("linear", ("linear", "cosine", "constant"))
+    warmup_ratio: float = 0.0
+    # Weight of the code-predictor (groups 1..15) loss: upstream 0.3, a popular LoRA fork 1.0.
+    subtalker_loss_weight: float = 0.3
+    # Full-parameter training instead of LoRA (only for tests/overfitting the tiny preset).
+    full_finetune: bool = False
+    max_steps_per_epoch: int | None = None  # debug presets cap an epoch
+    seed: int = 0
+
+    def problems(self, prefix: str | None = "train") -> list[Problem]:
+        out: list[Problem] = []
+        _check(
+            self.lr > 0,
+            out,
+            f"{prefix}.lr",
+            self.lr,
+            "learning rate must be > 0",
+            "e.g. train.lr=2e-6 (1.7B Base with LoRA)",
+        )
+        _check(self.lr < 1, out, f"{prefix}.lr", self.lr, "learning rate must be < 1", "e.g. train.lr=2e-6")
+        _check(
+            self.max_epochs >= 1,
+            out,
+            f"{prefix}.max_epochs",
+            self.max_epochs,
+            "must be >= 1",
+            "e.g. train.max_epochs=10",
+        )
+        _check(
+            1 <= self.epochs <= max(self.max_epochs, 1),
+            out,
+            f"{prefix}.epochs",
+            self.epochs,
+            f"must be in [1, train.max_epochs={self.max_epochs}]",
+            "lower train.epochs or raise train.max_epochs (which changes the LR schedule)",
+        )
+        _check(self.batch_size >= 1, out, f"{prefix}.batch_size", self.batch_size, "must be >= 1", "e.g. 4")
+        _check(self.grad_accum >= 1, out, f"{prefix}.grad_accum", self.grad_accum, "must be >= 1", "e.g. 1")
+        _check(
+            self.max_grad_norm > 0,
+            out,
+            f"{prefix}.max_grad_norm",
+            self.max_grad_norm,
+            "must be > 0",
+            "e.g. train.max_grad_norm=1.0",
+        )
+        _check(
+            self.weight_decay >= 0,
+            out,
+            f"{prefix}.weight_decay",
+            self.weight_decay,
+            "must be >= 0",
+            "e.g. 0.01",
+        )
+        _check(
+            0 <= self.warmup_ratio < 1,
+            out,
+            f"{prefix}.warmup_ratio",
+            self.warmup_ratio,
+            "must be in [0, 1)",
+            "e.g. 0.05",
+        )
+        _check(
+            self.subtalker_loss_weight >= 0,
+            out,
+            f"{prefix}.subtalker_loss_weight",
+            self.subtalker_loss_weight,
+            "must be >= 0",
+            "0.3 (upstream) or 1.0",
+        )
+        _check(
+            self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+            out,
+            f"{prefix}.max_steps_per_epoch",
+            self.max_steps_per_epoch,
+            "must be null or >= 1",
+            "e.g. train.max_steps_per_epoch=2 (debug)",
+        )
+        return out
+
+
+@dataclass
+class DecodingConfig(_Validated):
+    """Decoding is part of the evaluation: production sampling with a fixed seed per line by default."""
+
+    mode: str = choice("sample", ("sample", "greedy"))
+    seed: int = 1234
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    subtalker_temperature: float = 0.9
+    subtalker_top_k: int = 50
+    subtalker_top_p: float = 1.0
+    # max_new_tokens = frames_per_char * len(text) + min_frames: a line that hits it is flagged "no EOS".
+    frames_per_char: float = 1.5
+    min_frames: int = 25
+
+    def problems(self, prefix: str | None = "eval.decoding") -> list[Problem]:
+        out: list[Problem] = []
+        _check(self.temperature > 0, out, f"{prefix}.temperature", self.temperature, "must be > 0", "e.g. 0.9")
+        _check(self.top_k >= 1, out, f"{prefix}.top_k", self.top_k, "must be >= 1", "e.g. 50")
+        _check(0 < self.top_p <= 1, out, f"{prefix}.top_p", self.top_p, "must be in (0, 1]", "e.g. 1.0")
+        _check(
+            self.repetition_penalty > 0,
+            out,
+            f"{prefix}.repetition_penalty",
+            self.repetition_penalty,
+            "must be > 0",
+            "1.0 disables it; production uses 1.05",
+        )
+        _check(
+            self.frames_per_char > 0,
+            out,
+            f"{prefix}.frames_per_char",
+            self.frames_per_char,
+            "must be > 0",
+            "e.g. 1.5 (12.5 frames/s, ~15 chars/s of speech, with headroom)",
+        )
+        _check(self.min_frames >= 1, out, f"{prefix}.min_frames", self.min_frames, "must be >= 1", "e.g. 25")
+        return out
+
+
+@dataclass
+class EvalConfig(_Validated):
+    """Which (checkpoint, scale) to evaluate, on which lines, decoded how."""
+
+    _group = "eval"
+    split: str = choice("val", ("val", "test", "train"), "val chooses; test is kept for the promoted pair")
+    max_lines: int = 8
+    epoch: int = 10
+    lora_scale: float = 0.3
+    num_seeds: int = 1
+    batch_size: int = 4
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    def problems(self, prefix: str | None = "eval") -> list[Problem]:
+        out: list[Problem] = []
+        _check(self.max_lines >= 1, out, f"{prefix}.max_lines", self.max_lines, "must be >= 1", "e.g. 8")
+        _check(
+            self.epoch >= 1,
+            out,
+            f"{prefix}.epoch",
+            self.epoch,
+            "must be >= 1",
+            "choose a trained epoch, e.g. eval.epoch=10",
+        )
+        _check(
+            0 <= self.lora_scale <= 2,
+            out,
+            f"{prefix}.lora_scale",
+            self.lora_scale,
+            "must be in [0, 2]",
+            "e.g. eval.lora_scale=0.3 (0 = base model, 1 = full adapter)",
+        )
+        _check(self.num_seeds >= 1, out, f"{prefix}.num_seeds", self.num_seeds, "must be >= 1", "e.g. 1")
+        _check(self.batch_size >= 1, out, f"{prefix}.batch_size", self.batch_size, "must be >= 1", "e.g. 4")
+        out += self.decoding.problems(f"{prefix}.decoding")
+        return out
+
+
+@dataclass
+class TrackingConfig(_Validated):
+    """Where metrics, audio and models are logged. backend=none runs without any tracking."""
+
+    _group = "tracking"
+    backend: str = choice("mlflow", ("mlflow", "none"))
+    tracking_uri: str = MISSING
+    artifact_location: str = MISSING
+    training_experiment: str = "qtts-training"
+
+    def problems(self, prefix: str | None = "tracking") -> list[Problem]:
+        out: list[Problem] = []
+        if self.backend == "mlflow":
+            _check(
+                bool(self.tracking_uri),
+                out,
+                f"{prefix}.tracking_uri",
+                self.tracking_uri,
+                "must be set for backend=mlflow",
+                "e.g. sqlite:///runs/mlflow.db or http://127.0.0.1:5000",
+            )
+        return out
+
+
+@dataclass
+class PathsConfig(_Validated):
+    """Where everything a run writes goes (relative paths resolve against the working directory)."""
+
+    _group = "paths"
+    runs_dir: str = "runs"
+    data_dir: str = MISSING
+    store_dir: str = MISSING
+    models_dir: str = MISSING
+    production_dir: str = MISSING
+    project_dir: str = MISSING  # the qtts-sweep checkout (shipped demo data lives there)
+
+
+@dataclass
+class Config(_Validated):
+    """The whole resolved config."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    lora: LoraConfig = MISSING
+    train: TrainConfig = MISSING
+    eval: EvalConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = MISSING
+    seed: int = 0
+
+    _group = ""
+
+    def problems(self, prefix: str | None = None) -> list[Problem]:
+        return cross_group_problems(self)
+
+
+def cross_group_problems(cfg: Any) -> list[Problem]:
+    """Rules that span groups; `cfg` is a `Config` or the composed DictConfig (attribute access only)."""
+    out: list[Problem] = []
+    _check(
+        cfg.eval.epoch <= cfg.train.max_epochs,
+        out,
+        "eval.epoch",
+        cfg.eval.epoch,
+        f"must be <= train.max_epochs ({cfg.train.max_epochs}): no checkpoint exists beyond the horizon",
+        "lower eval.epoch or raise train.max_epochs",
+    )
+    return out
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "lora": LoraConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "tracking": TrackingConfig,
+    "paths": PathsConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore (`schema/<group>` and `qtts_schema`).
+
+    User config files can extend them (`defaults: [/schema/train@_here_]`) to get type checking in their IDE and
+    at compose time; the shipped files are validated by `qtts_sweep.config.validate` instead, which reports
+    every problem at once rather than the first type error OmegaConf meets.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="qtts_schema", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group="schema", name=group, node=schema)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a per-session runs/ folder and the tiny preset built once (real qwen-tts code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEMO_DIR = PROJECT_DIR / "data" / "demo"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_dir(tmp_path_factory) -> Path:
+    """Every test writes under a temporary runs/ (paths.runs_dir reads QTTS_RUNS_DIR), never the checkout's."""
+    path = tmp_path_factory.mktemp("runs")
+    os.environ["QTTS_RUNS_DIR"] = str(path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(runs_dir) -> Path:
+    from qtts_sweep.tiny import build_tiny_model
+
+    return build_tiny_model(runs_dir / "models" / "tiny-seed0", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    from qtts_sweep.config import load_config
+    from qtts_sweep.modeling import load_model
+
+    cfg = load_config(["model=tiny"])
+    assert Path(cfg.model.source) == tiny_model_dir
+    return load_model(cfg.model)
