@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 # Subcommands that later work adds, reserved now so their names never change meaning.
 RESERVED = {
-    "prepare": "import, validate, resample and split a dataset, and cache its codec codes",
     "train": "train (or reuse) LoRA checkpoints for one training configuration",
     "synth": "synthesize held-out lines or given text from a checkpoint and LoRA scale",
     "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
@@ -43,6 +42,14 @@ def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
     cfg = load_config(["model=tiny", f"model.tiny_seed={args.seed}", *args.overrides], args.config_dir)
     out = build_tiny_model(args.out or cfg.model.source, seed=args.seed)
     print(f"tiny preset written to {out}\nsha256 of the folder: {folder_digest(out)}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.data.prepare import format_summary, prepare_dataset
+
+    print(format_summary(prepare_dataset(load_config(args.overrides, args.config_dir))))
     return 0
 
 
@@ -79,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_cmd_make_tiny_model)
 
+    p = sub.add_parser(
+        "prepare", help="validate a dataset (all problems at once), resample to 24 kHz, split, cache codec codes"
+    )
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_prepare)
+
     p = sub.add_parser("demo", help="run the tiny preset end to end as far as the code goes")
     _add_config_args(p)
     p.set_defaults(func=_cmd_demo)
@@ -92,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from qtts_sweep.schema import ConfigError
+    from qtts_sweep.schema import ValidationError
 
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except ValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -111,6 +111,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.Pa
                             ]
                         ) from exc
                     bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
+                    if bad and not bad[0].startswith(("+", "~")) and _is_schema_field(key):
+                        # A schema field the group's YAML leaves at its default: add it instead.
+                        overrides = [f"+{o}" if o == bad[0] else o for o in overrides]
+                        continue
                     value = bad[0].split("=", 1)[-1] if bad else None
                     problems.append(_unknown_key_problem(key, value, _known_fields(key)))
                     overrides = [o for o in overrides if o not in bad]
@@ -134,6 +138,10 @@ def _known_fields(key: str) -> list[str]:
     if schema is None or not dataclasses.is_dataclass(schema):
         return sorted(GROUP_SCHEMAS) if len(parts) == 1 else []
     return [f.name for f in dataclasses.fields(schema)]
+
+
+def _is_schema_field(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in _known_fields(key)
 
 
 def _unknown_key_problem(key: str, value: Any, known: list[str] | None) -> Problem:

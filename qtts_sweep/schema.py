@@ -28,14 +28,19 @@ class Problem:
         return f"`{self.key}` = {self.value!r}: {self.rule}. Fix: {self.fix}"
 
 
-class ConfigError(ValueError):
-    """Raised with every problem found, never just the first."""
+class ValidationError(ValueError):
+    """Raised with every problem found, never just the first (config, dataset, bundle, ...)."""
 
-    def __init__(self, problems: list[Problem], source: str = "config"):
+    def __init__(self, problems: list[Problem], source: str = "input"):
         self.problems = list(problems)
         lines = [f"{len(self.problems)} problem(s) in the {source}:"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+class ConfigError(ValidationError):
+    def __init__(self, problems: list[Problem], source: str = "config"):
+        super().__init__(problems, source)
 
 
 def choice(default: str, choices: tuple[str, ...], help: str = "") -> Any:
@@ -171,7 +176,11 @@ class DataConfig(_Validated):
     min_duration_s: float = 0.5
     max_duration_s: float = 20.0
     max_clipped_fraction: float = 0.01
+    # Peak below this (dBFS) counts as silent audio.
+    silence_peak_dbfs: float = -50.0
+    # strict: stop with every problem listed (exit 2); lenient: skip bad rows and list them.
     strict: bool = True
+    codec_batch_size: int = 8
     split: SplitConfig = field(default_factory=SplitConfig)
 
     def problems(self, prefix: str | None = "data") -> list[Problem]:
@@ -217,6 +226,14 @@ class DataConfig(_Validated):
             self.max_clipped_fraction,
             "must be in [0, 1)",
             "e.g. 0.01 (1% of samples at full scale)",
+        )
+        _check(
+            self.codec_batch_size >= 1,
+            out,
+            f"{prefix}.codec_batch_size",
+            self.codec_batch_size,
+            "must be >= 1",
+            "e.g. data.codec_batch_size=8",
         )
         out += self.split.problems(f"{prefix}.split")
         return out

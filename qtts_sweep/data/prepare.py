@@ -1,0 +1,284 @@
+"""`qtts-sweep prepare`: validate a whole dataset before any compute, then resample, split and cache codec codes.
+
+Order matters: every row is checked (manifest syntax, text, audio decodability, rate, channels, NaN/Inf,
+silence, clipping, duration, duplicates, reference clip) and *all* problems are reported together before the
+codec is loaded. Strict mode (default) stops with exit 2; lenient mode skips the bad rows and lists them.
+
+Output (`runs/data/<name>/`): `train.jsonl`, `val.jsonl`, `test.jsonl` (24 kHz mono audio + `audio_codes`),
+`audio/` (24 kHz copies named by the original's sha256, the reference clip included), `summary.json` and `dataset_hash` — the content hash later stages
+key on. Originals are never modified. Per-file facts and codes are cached by content hash under `runs/cache/`,
+so a fully cached run reads the audio bytes once for hashing and never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_file, to_24k_mono, write_wav_24k
+from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
+from qtts_sweep.data.manifest import Row, read_manifest
+from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
+from qtts_sweep.schema import Config, DataConfig, Problem, ValidationError
+
+
+class DataError(ValidationError):
+    def __init__(self, problems: list[Problem], source: str = "dataset"):
+        super().__init__(problems, source)
+
+
+@dataclass
+class PreparedDataset:
+    """What `prepare` produced: where, its content hash, the split rows and a summary."""
+
+    dir: Path
+    hash: str
+    splits: dict[str, list[dict]]
+    ref_audio: Path
+    summary: dict = field(default_factory=dict)
+
+
+def _info_cached(path: Path, cache_dir: Path) -> AudioInfo:
+    sha = sha256_file(path)
+    cached = cache_dir / f"{sha}.json"
+    if cached.is_file():
+        return AudioInfo(**json.loads(cached.read_text()))
+    info = inspect_audio(path, sha)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{sha}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info.to_dict()))
+    os.replace(tmp, cached)
+    return info
+
+
+def audio_problems(info: AudioInfo, where: str, name: str, cfg: DataConfig) -> list[Problem]:
+    """Every signal-level problem of one decoded file (empty list: usable)."""
+    if info.error:
+        return [Problem(where, name, info.error, "re-export the file as WAV/FLAC, or drop the row")]
+    out = []
+    if info.nonfinite:
+        out.append(Problem(where, name, "contains NaN or Inf samples", "re-export the audio; drop the row"))
+    peak_db = 20 * __import__("math").log10(max(info.peak, 1e-12))
+    if peak_db < cfg.silence_peak_dbfs:
+        out.append(
+            Problem(
+                where,
+                name,
+                f"is silent (peak {peak_db:.0f} dBFS < {cfg.silence_peak_dbfs:.0f})",
+                "check the recording; drop the row or lower data.silence_peak_dbfs",
+            )
+        )
+    if info.clipped_fraction > cfg.max_clipped_fraction:
+        out.append(
+            Problem(
+                where,
+                name,
+                f"is heavily clipped ({info.clipped_fraction:.1%} of samples at full "
+                f"scale > {cfg.max_clipped_fraction:.1%})",
+                "re-record or drop the row, or raise data.max_clipped_fraction",
+            )
+        )
+    if not cfg.min_duration_s <= info.duration_s <= cfg.max_duration_s:
+        out.append(
+            Problem(
+                where,
+                name,
+                f"lasts {info.duration_s:.2f} s, outside [{cfg.min_duration_s}, {cfg.max_duration_s}] s",
+                "trim/split the clip, drop the row, or change data.min_duration_s / data.max_duration_s",
+            )
+        )
+    return out
+
+
+def _check_rows(rows: list[Row], cfg: DataConfig, info_dir: Path) -> tuple[dict[str, AudioInfo], list[Problem]]:
+    problems: list[Problem] = []
+    infos: dict[str, AudioInfo] = {}
+    seen_ids: dict[str, str] = {}
+    seen_audio: dict[str, str] = {}
+    for row in rows:
+        if row.id in seen_ids:
+            problems.append(
+                Problem(row.where, row.id, f"duplicate id (first at {seen_ids[row.id]})", "give every row a unique id")
+            )
+            continue
+        seen_ids[row.id] = row.where
+        if not row.audio.is_file():
+            problems.append(
+                Problem(
+                    row.where,
+                    str(row.audio),
+                    "audio file does not exist",
+                    "fix the path (relative to the manifest) or drop the row",
+                )
+            )
+            continue
+        if not cfg.ref_audio and (row.ref_audio is None or not row.ref_audio.is_file()):
+            problems.append(
+                Problem(
+                    row.where,
+                    str(row.ref_audio),
+                    "ref_audio is missing",
+                    "give every row a ref_audio clip, or set data.ref_audio for all rows",
+                )
+            )
+            continue
+        info = _info_cached(row.audio, info_dir)
+        found = audio_problems(info, row.where, row.audio.name, cfg)
+        if not found and info.sha256 in seen_audio:
+            found.append(
+                Problem(
+                    row.where,
+                    row.audio.name,
+                    f"same audio content as {seen_audio[info.sha256]}",
+                    "drop the duplicate row (duplicates would leak across splits)",
+                )
+            )
+        problems += found
+        if not found:
+            infos[row.where] = info
+            seen_audio[info.sha256] = row.where
+    return infos, problems
+
+
+def _reference(rows: list[Row], cfg: DataConfig) -> tuple[Path | None, str]:
+    if cfg.ref_audio:
+        return Path(cfg.ref_audio), "data.ref_audio"
+    for row in rows:
+        if row.ref_audio is not None:
+            return row.ref_audio, f"ref_audio of {row.where}"
+    return None, "the manifest"
+
+
+def _dataset_hash(splits: dict[str, list[dict]], ref_sha: str, tok_id: str) -> str:
+    canon = {s: [[r["id"], r["text"], r["language"], r["audio_sha256"]] for r in rows] for s, rows in splits.items()}
+    blob = json.dumps({"splits": canon, "ref": ref_sha, "tokenizer": tok_id, "sr": TARGET_SR}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
+    """Validate, convert, split and encode the configured dataset (cached); see the module docstring."""
+    from qtts_sweep.modeling import ensure_model_folder
+
+    data = cfg.data
+    runs = Path(cfg.paths.runs_dir)
+    info_dir = runs / "cache" / "audio_info"
+    rows, problems = read_manifest(data)
+    infos, row_problems = _check_rows(rows, data, info_dir)
+    problems += row_problems
+    ref_path, ref_origin = _reference(rows, data)
+    ref_info = None
+    if ref_path is None or not ref_path.is_file():
+        problems.append(
+            Problem(
+                ref_origin,
+                str(ref_path),
+                "reference clip does not exist",
+                "set data.ref_audio to one clean clip of the speaker",
+            )
+        )
+    else:
+        ref_info = _info_cached(ref_path, info_dir)
+        problems += audio_problems(ref_info, ref_origin, ref_path.name, data)
+    ref_ok = ref_info is not None and not audio_problems(ref_info, "", "", data)
+    if problems and (data.strict or not ref_ok):
+        raise DataError(problems, f"dataset `{data.name}` ({len(rows)} readable rows)")
+    good = [r for r in rows if r.where in infos]
+    if not good:
+        raise DataError(problems or [Problem(data.name, 0, "has no rows", "add rows to the manifest")])
+
+    out_dir = Path(cfg.paths.data_dir) / data.name
+    audio_dir = out_dir / "audio"
+    for row in good:
+        dest = audio_dir / f"{infos[row.where].sha256}.wav"
+        if not dest.is_file():
+            write_wav_24k(dest, to_24k_mono(row.audio))
+    ref_dest = audio_dir / f"{ref_info.sha256}.wav"
+    if not ref_dest.is_file():
+        write_wav_24k(ref_dest, to_24k_mono(ref_path))
+
+    try:
+        split_of = assign_splits(
+            {r.id: r.text for r in good},
+            data.split.val_fraction,
+            data.split.test_fraction,
+            data.split.min_val,
+            data.split.min_test,
+            data.split.salt,
+        )
+    except SplitTooSmall as exc:
+        raise DataError(
+            [Problem("data.split", len(good), str(exc), "add lines, or lower data.split.min_val / data.split.min_test")]
+        ) from exc
+
+    source = ensure_model_folder(cfg.model)
+    tok_id = tokenizer_identity(source)
+    cache = CodeCache(runs / "cache" / "codes", tok_id)
+    items = [(infos[r.where].sha256, audio_dir / f"{infos[r.where].sha256}.wav") for r in good]
+    tqdm = None
+    if progress:
+        from tqdm import tqdm
+    encoded = encode_missing(items, cache, source, cfg.model.device, data.codec_batch_size, tqdm)
+
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for row in good:
+        info = infos[row.where]
+        splits[split_of[row.id]].append(
+            {
+                "id": row.id,
+                "text": row.text,
+                "language": row.language,
+                "audio": str(audio_dir / f"{info.sha256}.wav"),
+                "audio_sha256": info.sha256,
+                "duration_s": round(info.duration_s, 4),
+                "ref_audio": str(ref_dest),
+                "source": row.where,
+                "audio_codes": cache.get(info.sha256).tolist(),
+            }
+        )
+    ds_hash = _dataset_hash(splits, ref_info.sha256, tok_id)
+    summary = {
+        "name": data.name,
+        "hash": ds_hash,
+        "rows": len(rows),
+        "kept": len(good),
+        "skipped": [str(p) for p in problems],
+        "splits": {s: len(v) for s, v in splits.items()},
+        "resampled": sum(1 for r in good if infos[r.where].sample_rate != TARGET_SR),
+        "downmixed": sum(1 for r in good if infos[r.where].channels > 1),
+        "hours": round(sum(infos[r.where].duration_s for r in good) / 3600, 4),
+        "encoded": encoded,
+        "codes_cached": len(good) - encoded,
+        "tokenizer": tok_id,
+        "reference": str(ref_path),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in splits.items():
+        _write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in split_rows))
+    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_atomic(out_dir / "dataset_hash", ds_hash + "\n")
+    return PreparedDataset(dir=out_dir, hash=ds_hash, splits=splits, ref_audio=ref_dest, summary=summary)
+
+
+def format_summary(ds: PreparedDataset) -> str:
+    s = ds.summary
+    lines = [
+        f"dataset `{s['name']}` prepared in {ds.dir}",
+        f"  rows: {s['kept']} kept of {s['rows']}  ({s['hours'] * 60:.1f} min of audio)",
+        f"  splits: train {s['splits']['train']}, val {s['splits']['val']}, test {s['splits']['test']}",
+        f"  resampled to 24 kHz: {s['resampled']}, downmixed to mono: {s['downmixed']}",
+        f"  codec codes: {s['encoded']} encoded, {s['codes_cached']} from cache (tokenizer {s['tokenizer']})",
+        f"  content hash: {ds.hash}",
+    ]
+    if s["skipped"]:
+        lines.append(f"  skipped {len(s['skipped'])} problem row(s) (lenient mode):")
+        lines += [f"    - {p}" for p in s["skipped"]]
+    return "\n".join(lines)
