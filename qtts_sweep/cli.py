@@ -18,7 +18,6 @@ RESERVED = {
     "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
     "promote": "turn a sweep's best trial into a production bundle",
     "report": "print a study's top trials",
-    "bench": "benchmarks that print side-by-side ratios",
     "gc": "remove checkpoints that no top trial or promotion needs",
 }
 
@@ -50,6 +49,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
 
     print(format_summary(prepare_dataset(load_config(args.overrides, args.config_dir))))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from qtts_sweep import bench
+
+    {"prep": bench.bench_prep}[args.what](args.overrides)
     return 0
 
 
@@ -91,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
+    p.add_argument("what", choices=["prep"], help="prep: first vs cached `qtts-sweep prepare`")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="run the tiny preset end to end as far as the code goes")
     _add_config_args(p)

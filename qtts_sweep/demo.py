@@ -1,26 +1,16 @@
 """`make demo` / `qtts-sweep demo`: the tiny preset end to end, as far as the pipeline goes today.
 
-Creates the tiny model folder (if missing), loads it through `Qwen3TTSModel.from_pretrained`, computes the
-speaker embedding of the demo reference clip, synthesizes one line and says where everything went.
+Prepares the demo dataset (validate, resample to 24 kHz, split, codec codes; cached), loads the tiny model
+through `Qwen3TTSModel.from_pretrained`, computes the speaker embedding of the prepared reference clip,
+synthesizes one val line and says where everything went.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from qtts_sweep.schema import Config
-
-DEMO_LINE = "Hello, this is the tiny preset speaking; its weights are random, so expect noise."
-
-
-def _reference_clip(cfg: Config) -> Path:
-    if cfg.data.ref_audio:
-        return Path(cfg.data.ref_audio)
-    manifest = Path(cfg.data.manifest)
-    first = json.loads(manifest.read_text(encoding="utf-8").splitlines()[0])
-    return manifest.parent / first["ref_audio"]
 
 
 def max_new_tokens_for(text: str, frames_per_char: float, min_frames: int) -> int:
@@ -32,23 +22,27 @@ def run_demo(cfg: Config) -> Path:
     import soundfile as sf
 
     from qtts_sweep import modeling
+    from qtts_sweep.data.prepare import format_summary, prepare_dataset
 
     t0 = time.perf_counter()
     out_dir = Path(cfg.paths.runs_dir) / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[1/3] model: {cfg.model.name} ({cfg.model.source})")
+    print(f"[1/4] preparing dataset `{cfg.data.name}`")
+    ds = prepare_dataset(cfg)
+    print(format_summary(ds))
+    print(f"[2/4] model: {cfg.model.name} ({cfg.model.source})")
     loaded = modeling.load_model(cfg.model)
-    ref = _reference_clip(cfg)
-    print(f"[2/3] speaker embedding from {ref}")
-    emb = modeling.speaker_embedding(loaded, modeling.load_audio_24k(ref))
+    print(f"[3/4] speaker embedding from {ds.ref_audio}")
+    emb = modeling.speaker_embedding(loaded, modeling.load_audio_24k(ds.ref_audio))
     dec = cfg.eval.decoding
-    print(f"[3/3] synthesizing one line ({dec.mode} decoding, seed {dec.seed})")
+    line = ds.splits[cfg.eval.split][0]["text"]
+    print(f"[4/4] synthesizing the first {cfg.eval.split} line ({dec.mode} decoding, seed {dec.seed}): {line!r}")
     wavs, sr = modeling.synthesize_voice_clone(
         loaded,
-        [DEMO_LINE],
+        [line],
         emb,
         seed=dec.seed,
-        max_new_tokens=max_new_tokens_for(DEMO_LINE, dec.frames_per_char, dec.min_frames),
+        max_new_tokens=max_new_tokens_for(line, dec.frames_per_char, dec.min_frames),
         do_sample=dec.mode == "sample",
         temperature=dec.temperature,
         top_k=dec.top_k,
@@ -64,8 +58,9 @@ def run_demo(cfg: Config) -> Path:
     secs = len(wavs[0]) / sr
     print(
         f"\nDone in {time.perf_counter() - t0:.1f} s.\n"
+        f"  dataset      : {ds.dir} (hash {ds.hash})\n"
         f"  model folder : {loaded.source}\n"
         f"  audio        : {wav_path} ({secs:.2f} s at {sr} Hz; random weights, so it is noise)\n"
-        "Next: the data pipeline, training and the sweep land with the following issues."
+        "Next: training, the sweep and promotion land with the following issues."
     )
     return wav_path
