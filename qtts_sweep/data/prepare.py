@@ -6,8 +6,9 @@ codec is loaded. Strict mode (default) stops with exit 2; lenient mode skips the
 
 Output (`runs/data/<name>/`): `train.jsonl`, `val.jsonl`, `test.jsonl` (24 kHz mono audio + `audio_codes`),
 `audio/` (24 kHz copies named by the original's sha256, the reference clip included), `summary.json` and
-`dataset_hash` — the content hash later stages key on. Originals are never modified. Per-file facts and codes are cached by content hash under `runs/cache/`,
-so a fully cached run reads the audio bytes once for hashing and never imports torch.
+`dataset_hash` — the content hash later stages key on. Originals are never modified. Per-file facts and codes
+are cached by content hash under `runs/cache/`, so a fully cached run reads the audio bytes once for hashing
+and never imports torch.
 """
 
 from __future__ import annotations
