@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qtts_sweep import modeling
-from qtts_sweep.loss import Example, LossVariant, align, compute_loss
+from qtts_sweep.loss import CORRECT, Example, LossVariant, align, compute_loss
 from tests.conftest import DEMO_DIR
 
 TEXT = "Hello there, general."
@@ -93,7 +93,7 @@ def test_targets_are_next_frame_codebook0_and_same_frame_groups(tiny_loaded, spk
     assert torch.equal(a.cp_logits.argmax(-1), codes[:, 1:])
 
 
-def _logits_for(tiny_loaded, spk, codes, variant=LossVariant()):
+def _logits_for(tiny_loaded, spk, codes, variant=CORRECT):
     with torch.no_grad():
         a = align(tiny_loaded.model, [_example(tiny_loaded, spk, codes)], variant)
     return a
