@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 # Subcommands that later work adds, reserved now so their names never change meaning.
 RESERVED = {
-    "train": "train (or reuse) LoRA checkpoints for one training configuration",
     "synth": "synthesize held-out lines or given text from a checkpoint and LoRA scale",
     "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
     "promote": "turn a sweep's best trial into a production bundle",
@@ -49,6 +48,16 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
 
     print(format_summary(prepare_dataset(load_config(args.overrides, args.config_dir))))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.train import ensure_epoch, format_result, resolve_run
+
+    cfg = load_config(args.overrides, args.config_dir)
+    run = resolve_run(cfg)
+    print(format_result(ensure_epoch(cfg, cfg.train.epochs, run=run), run))
     return 0
 
 
@@ -97,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser(
+        "train", help="train LoRA to train.epochs, reusing stored epochs and resuming from the latest one"
+    )
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument("what", choices=["prep"], help="prep: first vs cached `qtts-sweep prepare`")

@@ -303,8 +303,6 @@ class TrainConfig(_Validated):
     warmup_ratio: float = 0.0
     # Weight of the code-predictor (groups 1..15) loss: upstream 0.3, a popular LoRA fork 1.0.
     subtalker_loss_weight: float = 0.3
-    # Full-parameter training instead of LoRA (only for tests/overfitting the tiny preset).
-    full_finetune: bool = False
     max_steps_per_epoch: int | None = None  # debug presets cap an epoch
     seed: int = 0
 

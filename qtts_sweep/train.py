@@ -1,0 +1,300 @@
+"""LoRA training with per-epoch checkpoints in the content-addressed store, reusing and resuming what exists.
+
+`ensure_epoch(cfg, e)` is the one entry point: if (training key, e) is stored it is reused; otherwise training
+resumes from the latest stored earlier epoch of the same key (adapter, optimizer, scheduler and RNG state), or
+starts from scratch. The LR schedule spans `train.max_epochs`, and each epoch's data order and dropout RNG are
+seeded from (train.seed, epoch), so checkpoint e is the same whatever epoch a trial stops at, and resumed
+training equals uninterrupted training bit for bit on CPU.
+
+Not here: the loss (loss.py), the model layout (modeling.py), adapters (lora.py), the store (store.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
+from qtts_sweep.reporting import MetricReporter, NullReporter
+from qtts_sweep.schema import Config
+from qtts_sweep.store import CheckpointStore, key_material, model_identity, training_key
+
+EPOCH_SEED_STRIDE = 100_003  # seed of epoch e = train.seed * stride + e: independent, reproducible streams
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf: the trial is a failure, not a crash of the sweep."""
+
+
+@dataclass
+class TrainingRun:
+    """What identifies a training run: its key, the material hashed into it, the data it reads."""
+
+    key: str
+    material: dict
+    dataset: PreparedDataset
+    store: CheckpointStore
+
+    @property
+    def dir(self) -> Path:
+        return self.store.key_dir(self.key)
+
+
+@dataclass
+class TrainResult:
+    key: str
+    checkpoint: Path  # epoch-<e> folder of the requested epoch
+    trained: list[int] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per epoch, reused ones included
+
+
+def resolve_run(cfg: Config, dataset: PreparedDataset | None = None) -> TrainingRun:
+    """Prepare (cached) the data and compute the training key; loads no model."""
+    from qtts_sweep.data.audio import sha256_file
+    from qtts_sweep.modeling import ensure_model_folder
+
+    ds = dataset or prepare_dataset(cfg)
+    material = key_material(cfg, ds.hash, sha256_file(ds.ref_audio), model_identity(ensure_model_folder(cfg.model)))
+    store = CheckpointStore(cfg.paths.store_dir)
+    key = training_key(material)
+    return TrainingRun(key=key, material=material, dataset=ds, store=store)
+
+
+def epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
+    return json.loads((run.store.epoch_dir(run.key, epoch) / "metrics.json").read_text())
+
+
+def _examples(loaded: Any, rows: list[dict], spk: Any) -> list[Any]:
+    import torch
+
+    from qtts_sweep.loss import Example
+    from qtts_sweep.modeling import tokenize_line
+
+    out = []
+    for row in rows:
+        role, text_ids = tokenize_line(loaded.tts, row["text"])
+        out.append(Example(role, text_ids, torch.tensor(row["audio_codes"], dtype=torch.long), spk))
+    return out
+
+
+def _batches(n: int, batch_size: int, generator: Any) -> list[list[int]]:
+    import torch
+
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def steps_per_epoch(cfg: Config, n_train: int) -> tuple[int, int]:
+    """(micro-batches, optimizer steps) per epoch."""
+    micro = math.ceil(n_train / cfg.train.batch_size)
+    if cfg.train.max_steps_per_epoch is not None:
+        micro = min(micro, cfg.train.max_steps_per_epoch * cfg.train.grad_accum)
+    return micro, math.ceil(micro / cfg.train.grad_accum)
+
+
+def validation_loss(model: Any, examples: list[Any], cfg: Config) -> dict[str, float]:
+    """Teacher-forced loss and accuracies on held-out lines (empty set -> empty dict, one line is fine)."""
+    import torch
+
+    from qtts_sweep.loss import compute_loss
+
+    if not examples:
+        return {}
+    model.eval()
+    totals = {
+        "val_loss": 0.0,
+        "val_talker_loss": 0.0,
+        "val_subtalker_loss": 0.0,
+        "val_talker_acc": 0.0,
+        "val_subtalker_acc": 0.0,
+    }
+    with torch.no_grad():
+        for i in range(0, len(examples), cfg.train.batch_size):
+            batch = examples[i : i + cfg.train.batch_size]
+            out = compute_loss(model, batch, cfg.train.subtalker_loss_weight)
+            w = len(batch) / len(examples)
+            totals["val_loss"] += w * out.loss.item()
+            totals["val_talker_loss"] += w * out.talker_loss.item()
+            totals["val_subtalker_loss"] += w * out.subtalker_loss.item()
+            totals["val_talker_acc"] += w * out.talker_acc
+            totals["val_subtalker_acc"] += w * out.subtalker_acc
+    return totals
+
+
+def _save_epoch(
+    run: TrainingRun, epoch: int, model: Any, spk: Any, opt: Any, sched: Any, metrics: dict, cfg: Config
+) -> Path:
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from qtts_sweep.lora import adapter_state_dict
+
+    state = {
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": epoch,
+    }
+    files = {
+        "adapter.safetensors": lambda p: save_file(adapter_state_dict(model), str(p)),
+        "speaker_embedding.safetensors": lambda p: save_file(
+            {"spk_embedding": spk.detach().cpu().contiguous()}, str(p)
+        ),
+        "trainer_state.pt": lambda p: torch.save(state, p),
+        "config.yaml": lambda p: p.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg))),
+        "metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"),
+    }
+    return run.store.save_epoch(run.key, epoch, files)
+
+
+def load_speaker_embedding(epoch_dir: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(epoch_dir / "speaker_embedding.safetensors"))["spk_embedding"]
+
+
+def load_adapter_file(epoch_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(epoch_dir / "adapter.safetensors"))
+
+
+def ensure_epoch(
+    cfg: Config,
+    epoch: int,
+    reporter: MetricReporter | None = None,
+    on_epoch: Callable[[int, dict[str, float], bool], None] | None = None,
+    run: TrainingRun | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Make sure checkpoint (key, epoch) exists: reuse it, resume up to it, or train from scratch.
+
+    Args:
+        on_epoch: called as on_epoch(e, metrics, reused) for every epoch 1..epoch in order (reused ones too),
+            e.g. to report intermediate values to a pruner; it may raise to stop training (epochs already
+            saved stay reusable).
+    """
+    reporter = reporter or NullReporter()
+    if not 1 <= epoch <= cfg.train.max_epochs:
+        raise ValueError(f"epoch {epoch} is outside 1..train.max_epochs={cfg.train.max_epochs}")
+    run = run or resolve_run(cfg)
+    run.store.write_material(run.key, run.material)
+    result = TrainResult(key=run.key, checkpoint=run.store.epoch_dir(run.key, epoch))
+    start = run.store.latest_at_most(run.key, epoch) or 0
+    for e in range(1, start + 1):
+        if e in run.store.epochs(run.key):
+            m = epoch_metrics(run, e)
+            result.metrics[e] = m
+            result.reused.append(e)
+            reporter.log_metrics(m, step=e)
+            if on_epoch:
+                on_epoch(e, m, True)
+    if start == epoch:
+        return result
+    _train_epochs(cfg, run, start, epoch, result, reporter, on_epoch, progress)
+    return result
+
+
+def _train_epochs(
+    cfg: Config,
+    run: TrainingRun,
+    start: int,
+    stop: int,
+    result: TrainResult,
+    reporter: MetricReporter,
+    on_epoch: Callable | None,
+    progress: bool,
+) -> None:
+    import torch
+    from transformers import get_scheduler
+
+    from qtts_sweep import modeling
+    from qtts_sweep.lora import apply_lora, load_adapter_state
+    from qtts_sweep.loss import compute_loss
+
+    loaded = modeling.load_model(cfg.model)
+    model = loaded.model
+    model.eval()
+    if start:
+        prev = run.store.epoch_dir(run.key, start)
+        spk = load_speaker_embedding(prev).to(loaded.device)
+    else:
+        # Computed once, deliberately, from the reference clip (upstream took it from the first shuffled batch).
+        spk = modeling.speaker_embedding(loaded, modeling.load_audio_24k(run.dataset.ref_audio))
+    apply_lora(model, cfg.lora, seed=cfg.train.seed)
+    train_ex = _examples(loaded, run.dataset.splits["train"], spk)
+    val_ex = _examples(loaded, run.dataset.splits["val"], spk)
+    if not train_ex:
+        raise ValueError(f"dataset {run.dataset.dir} has no training lines")
+    micro, opt_steps = steps_per_epoch(cfg, len(train_ex))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    total = opt_steps * cfg.train.max_epochs
+    sched = get_scheduler(
+        cfg.train.scheduler, opt, num_warmup_steps=int(cfg.train.warmup_ratio * total), num_training_steps=total
+    )
+    if start:
+        state = torch.load(prev / "trainer_state.pt", weights_only=False)
+        load_adapter_state(model, load_adapter_file(prev))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    for e in range(start + 1, stop + 1):
+        seed = cfg.train.seed * EPOCH_SEED_STRIDE + e
+        torch.manual_seed(seed)  # dropout stream of this epoch
+        batches = _batches(len(train_ex), cfg.train.batch_size, torch.Generator().manual_seed(seed))[:micro]
+        model.train()
+        losses = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), desc=f"epoch {e}/{cfg.train.max_epochs}", unit="batch", leave=False)
+        opt.zero_grad(set_to_none=True)
+        for i, idx in enumerate(batches):
+            out = compute_loss(model, [train_ex[j] for j in idx], cfg.train.subtalker_loss_weight)
+            if not torch.isfinite(out.loss):
+                raise TrainingDiverged(f"non-finite loss {out.loss.item()} at epoch {e}, batch {i + 1}")
+            (out.loss / cfg.train.grad_accum).backward()
+            losses.append(out.loss.item())
+            if (i + 1) % cfg.train.grad_accum == 0 or i + 1 == len(batches):
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{out.loss.item():.3f}")
+        if bar:
+            bar.close()
+        metrics = {"train_loss": sum(losses) / len(losses), "lr": sched.get_last_lr()[0]}
+        metrics.update(validation_loss(model, val_ex, cfg))
+        if not math.isfinite(metrics.get("val_loss", 0.0)):
+            raise TrainingDiverged(f"non-finite validation loss at epoch {e}")
+        _save_epoch(run, e, model, spk, opt, sched, metrics, cfg)
+        result.trained.append(e)
+        result.metrics[e] = metrics
+        reporter.log_metrics(metrics, step=e)
+        if on_epoch:
+            on_epoch(e, metrics, False)
+
+
+def format_result(result: TrainResult, run: TrainingRun) -> str:
+    lines = [f"training key {result.key}  ({run.dir})"]
+    if not result.trained:
+        lines.append(f"nothing to train: epochs {result.reused} already stored, reused")
+    else:
+        if result.reused:
+            lines.append(f"reused epochs {result.reused}; trained epochs {result.trained}")
+        else:
+            lines.append(f"trained epochs {result.trained} from scratch")
+    for e, m in sorted(result.metrics.items()):
+        val = f", val_loss {m['val_loss']:.4f}" if "val_loss" in m else ""
+        lines.append(f"  epoch {e}: train_loss {m['train_loss']:.4f}{val}  -> {run.store.epoch_dir(result.key, e)}")
+    lines.append(f"checkpoint: {result.checkpoint}")
+    return "\n".join(lines)
