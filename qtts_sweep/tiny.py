@@ -337,3 +337,64 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# Larger random shapes for benchmarks (never written to disk): same structure, real token-id layout.
+# "1.7b" follows the public 1.7B Base config: talker hidden 2048, 28 layers, 16 heads / 8 KV heads, head_dim 128,
+# text hidden 2048 over the 151936-token Qwen2 vocabulary; code predictor hidden 1024, 5 layers.
+SHAPES = {
+    "mid": {
+        "talker": {
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 32,
+            "text_hidden_size": 256,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [8, 4, 4], "interleaved": True},
+        },
+        "code_predictor": {
+            "hidden_size": 128,
+            "intermediate_size": 384,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+        },
+    },
+    "1.7b": {
+        "talker": {
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "text_hidden_size": 2048,
+            "text_vocab_size": 151936,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
+        },
+        "code_predictor": {
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 5,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+        },
+    },
+}
+
+
+def shaped_model_config(shape: str) -> dict:
+    """config.json of a random Base model of the given shape ("tiny", "mid", "1.7b")."""
+    ids = {t: 256 + 8 + i for i, t in enumerate(SPECIAL_TOKENS)}  # tiny tokenizer ids; inside every vocab
+    config = tiny_model_config(ids)
+    if shape == "tiny":
+        return config
+    config["talker_config"].update(SHAPES[shape]["talker"])
+    config["talker_config"]["code_predictor_config"].update(SHAPES[shape]["code_predictor"])
+    config["speaker_encoder_config"]["enc_dim"] = config["talker_config"]["hidden_size"]
+    config["tts_model_size"] = shape
+    return config

@@ -1,0 +1,22 @@
+"""The benchmarks run end to end and end with a parseable `ratio:` line (their numbers are not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qtts_sweep import bench
+
+
+@pytest.mark.slow
+def test_bench_train_runs_both_variants(capsys):
+    ratio = bench.bench_train(shape="tiny", steps=2, frames=8, text_len=5)
+    out = capsys.readouterr().out
+    assert "ours" in out and "upstream" in out
+    assert out.strip().splitlines()[-1] == f"ratio: {ratio:.3f}" and ratio > 0
+
+
+@pytest.mark.slow
+def test_bench_prep_runs_first_and_cached(capsys):
+    ratio = bench.bench_prep([], repeats=1)
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("ratio: ") and 0 < ratio < 1
