@@ -90,13 +90,12 @@ def bench_train(
     import resource
 
     import torch
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     from qtts_sweep.lora import apply_lora
     from qtts_sweep.loss import CORRECT, LossVariant, compute_loss
     from qtts_sweep.schema import LoraConfig
     from qtts_sweep.tiny import shaped_model_config
-
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     config = Qwen3TTSConfig(**shaped_model_config(shape))
