@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 # Subcommands that later work adds, reserved now so their names never change meaning.
 RESERVED = {
-    "synth": "synthesize held-out lines or given text from a checkpoint and LoRA scale",
     "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
     "promote": "turn a sweep's best trial into a production bundle",
     "report": "print a study's top trials",
@@ -58,6 +57,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.overrides, args.config_dir)
     run = resolve_run(cfg)
     print(format_result(ensure_epoch(cfg, cfg.train.epochs, run=run), run))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qtts_sweep.config import load_config
+    from qtts_sweep.evaluate import run_synth
+
+    texts = list(args.text or [])
+    if args.text_file:
+        texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
+    print(run_synth(load_config(args.overrides, args.config_dir), texts, args.base, args.out))
     return 0
 
 
@@ -116,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser(
+        "synth", help="synthesize held-out lines (scored, cached) or given text from checkpoint + LoRA scale"
+    )
+    p.add_argument("--text", action="append", help="a line to speak (repeatable); commas and quotes are safe")
+    p.add_argument("--text-file", help="a UTF-8 file with one line to speak per line")
+    p.add_argument("--base", action="store_true", help="the base model (no adapter), same speaker embedding")
+    p.add_argument("--out", help="folder for --text output (default runs/synth/)")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_synth)
+
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
         "what",
@@ -141,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (`synth --text "Hi" train.lr=1e-4`): argparse leaves those over.
+    unknown = [a for a in extra if a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     from qtts_sweep.schema import ValidationError
 
     try:

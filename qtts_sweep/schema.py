@@ -421,6 +421,33 @@ class DecodingConfig(_Validated):
 
 
 @dataclass
+class MetricsConfig(_Validated):
+    """Metric backends. Always-on ones run offline on CPU; optional ones load local weights, never download."""
+
+    speaker: str = choice("resemblyzer", ("resemblyzer", "none"), "speaker similarity (weights ship in the wheel)")
+    mos: str = choice("dnsmos", ("dnsmos", "none"), "MOS predictor (DNSMOS, weights ship in the wheel)")
+    qwen_speaker: bool = True  # also score similarity with the base model's own speaker encoder
+    asr_backend: str = choice("none", ("none", "whisper", "faster_whisper"), "WER from a local Whisper folder")
+    asr_model_path: str | None = None
+
+    def problems(self, prefix: str | None = "eval.metrics") -> list[Problem]:
+        out: list[Problem] = []
+        if self.asr_backend != "none":
+            import os
+
+            ok = bool(self.asr_model_path) and os.path.isdir(str(self.asr_model_path))
+            _check(
+                ok,
+                out,
+                f"{prefix}.asr_model_path",
+                self.asr_model_path,
+                f"must be an existing local model folder for asr_backend={self.asr_backend} (never downloaded)",
+                "point it at your Whisper folder, or set eval.metrics.asr_backend=none",
+            )
+        return out
+
+
+@dataclass
 class EvalConfig(_Validated):
     """Which (checkpoint, scale) to evaluate, on which lines, decoded how."""
 
@@ -432,6 +459,7 @@ class EvalConfig(_Validated):
     num_seeds: int = 1
     batch_size: int = 4
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def problems(self, prefix: str | None = "eval") -> list[Problem]:
         out: list[Problem] = []
@@ -455,6 +483,7 @@ class EvalConfig(_Validated):
         _check(self.num_seeds >= 1, out, f"{prefix}.num_seeds", self.num_seeds, "must be >= 1", "e.g. 1")
         _check(self.batch_size >= 1, out, f"{prefix}.batch_size", self.batch_size, "must be >= 1", "e.g. 4")
         out += self.decoding.problems(f"{prefix}.decoding")
+        out += self.metrics.problems(f"{prefix}.metrics")
         return out
 
 

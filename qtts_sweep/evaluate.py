@@ -1,0 +1,331 @@
+"""Scores one (checkpoint, scale) on held-out lines: synthesis, code-level and audio-level metrics, objective.
+
+Results are cached under `runs/evals/<key>/` where the key hashes (training key, epoch, scale, the eval config
+including decoding and the lines): evaluating the same point again costs nothing and returns the same numbers.
+
+Not here: generation (synth.py), the metric definitions (metrics/), Optuna (sweep.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtts_sweep.schema import Config, EvalConfig
+from qtts_sweep.synth import Line, Synthesized, Synthesizer
+
+RESULT_FILE = "result.json"
+EVAL_SCHEMA_VERSION = 1  # bump when metric definitions change: old cached results are then recomputed
+
+
+@dataclass
+class EvalResult:
+    key: str
+    dir: Path
+    per_line: list[dict[str, Any]]  # one row per (line, seed): id, seed, text, wav, metrics
+    summary: dict[str, float]  # aggregated over lines (mean, `<name>_std`)
+    objective: float
+    cached: bool = False
+    backends: dict[str, str] = field(default_factory=dict)
+
+    def wav_paths(self) -> list[Path]:
+        return [self.dir / row["wav"] for row in self.per_line]
+
+
+def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
+    """The first `max_lines` lines of a prepared split, in id order (a stable, documented choice)."""
+    rows = sorted(dataset.splits[split], key=lambda r: r["id"])[:max_lines]
+    if not rows:
+        raise ValueError(f"split `{split}` of {dataset.dir} is empty: nothing to evaluate")
+    return [Line(r["id"], r["text"], r["audio"], r["audio_codes"]) for r in rows]
+
+
+def eval_key(training_key: str, epoch: int | None, scale: float, ev: EvalConfig, lines: list[Line]) -> str:
+    conf = dataclasses.asdict(ev)
+    for k in ("epoch", "lora_scale", "max_lines"):  # given explicitly / by the lines themselves
+        conf.pop(k, None)
+    blob = json.dumps(
+        {
+            "v": EVAL_SCHEMA_VERSION,
+            "train": training_key,
+            "epoch": epoch,
+            "scale": round(scale, 6),
+            "eval": conf,
+            "lines": [[ln.id, ln.text] for ln in lines],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class MetricSuite:
+    """The configured metric backends, created once per process and reused for every evaluation."""
+
+    def __init__(self, cfg: Config, synthesizer: Synthesizer):
+        self.cfg = cfg
+        self.synth = synthesizer
+        m = cfg.eval.metrics
+        self.backends: dict[str, str] = {"audio": "qtts_sweep.metrics.audio", "codes": "teacher-forced"}
+        self.speaker = None
+        self.mos = None
+        if m.speaker == "resemblyzer":
+            from qtts_sweep.metrics.speaker import SpeakerSimilarity
+
+            self.speaker = SpeakerSimilarity()
+            self.backends["spk_sim"] = "resemblyzer"
+        if m.mos == "dnsmos":
+            from qtts_sweep.metrics.mos import MosPredictor
+
+            self.mos = MosPredictor()
+            self.backends["mos"] = "dnsmos (speechmos)"
+        self.asr = None
+        if m.asr_backend != "none":
+            from qtts_sweep.metrics.asr import load_asr
+
+            self.asr = load_asr(m.asr_backend, m.asr_model_path, synthesizer.loaded.device)
+            self.backends["wer"] = f"{m.asr_backend}:{m.asr_model_path}"
+        if m.qwen_speaker:
+            self.backends["spk_sim_qwen"] = "base model speaker encoder"
+        self._target: dict[str, Any] = {}
+
+    def target(self, ref_wav: Any) -> dict[str, Any]:
+        """Embeddings of the target speaker's reference clip (computed once)."""
+        if not self._target:
+            if self.speaker is not None:
+                self._target["resemblyzer"] = self.speaker.embed(ref_wav, 24000)
+            if self.cfg.eval.metrics.qwen_speaker:
+                from qtts_sweep import modeling
+
+                self._target["qwen"] = modeling.speaker_embedding(self.synth.loaded, ref_wav).float().cpu()
+        return self._target
+
+    def audio_line(self, wav: Any, gt: Any | None, text: str, target: dict[str, Any]) -> dict[str, float]:
+        import numpy as np
+
+        from qtts_sweep.metrics.audio import audio_metrics
+
+        out: dict[str, float] = {}
+        if gt is not None:
+            out.update(audio_metrics(wav, gt, 24000))
+        if self.speaker is not None:
+            out["spk_sim"] = float(self.speaker.similarity(self.speaker.embed(wav, 24000), target["resemblyzer"]))
+            if gt is not None:
+                out["gt_spk_sim"] = float(self.speaker.similarity(self.speaker.embed(gt, 24000), target["resemblyzer"]))
+        if self.mos is not None:
+            out.update(self.mos.predict(wav, 24000))
+        if "qwen" in target:
+            out["spk_sim_qwen"] = _qwen_similarity(self.synth, wav, target["qwen"])
+        if self.asr is not None:
+            from qtts_sweep.metrics.asr import word_error_rate
+
+            out["wer"] = word_error_rate(text, self.asr(np.asarray(wav, dtype=np.float32)))
+        return out
+
+
+def _qwen_similarity(synth: Synthesizer, wav: Any, target: Any) -> float:
+    import torch
+
+    from qtts_sweep import modeling
+
+    if len(wav) < 2048:  # shorter than one mel window: no embedding, worst similarity
+        return 0.0
+    emb = modeling.speaker_embedding(synth.loaded, wav).float().cpu()
+    sim = torch.nn.functional.cosine_similarity(emb, target, dim=0).item()
+    return sim if math.isfinite(sim) else 0.0
+
+
+def teacher_forced(synth: Synthesizer, lines: list[Line], batch_size: int) -> dict[str, dict[str, float]]:
+    """Per line: teacher-forced loss and accuracy of both heads on its ground-truth codes, at the current scale."""
+    import torch
+
+    from qtts_sweep import modeling
+    from qtts_sweep.loss import Example, compute_loss
+
+    out = {}
+    with torch.no_grad():
+        for line in lines:
+            if line.codes is None:
+                continue
+            role, text_ids = modeling.tokenize_line(synth.loaded.tts, line.text)
+            ex = Example(role, text_ids, torch.tensor(line.codes, dtype=torch.long), synth.spk_embedding)
+            r = compute_loss(synth.model, [ex], synth.cfg.train.subtalker_loss_weight)
+            out[line.id] = {
+                "tf_loss": r.loss.item(),
+                "tf_talker_acc": r.talker_acc,
+                "tf_subtalker_acc": r.subtalker_acc,
+            }
+    return out
+
+
+def _code_metrics(s: Synthesized) -> dict[str, float]:
+    gen = int(s.codes.shape[0])
+    out = {"gen_frames": float(gen), "no_eos": float(s.hit_cap)}
+    if s.line.codes is not None:
+        gt = len(s.line.codes)
+        out["frame_ratio"] = gen / gt if gt else 0.0
+        out["frame_error"] = abs(math.log(max(gen, 1) / max(gt, 1)))
+    return out
+
+
+def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
+    import soundfile as sf
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        (tmp / "wavs").mkdir()
+        for row, s in zip(rows, synthesized, strict=True):
+            sf.write(tmp / row["wav"], s.wav, 24000, subtype="FLOAT")
+        (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_cached(runs_dir: str, key: str) -> EvalResult | None:
+    d = Path(runs_dir) / "evals" / key
+    f = d / RESULT_FILE
+    if not f.is_file():
+        return None
+    p = json.loads(f.read_text())
+    return EvalResult(key, d, p["per_line"], p["summary"], p["objective"], cached=True, backends=p["backends"])
+
+
+def evaluate(
+    cfg: Config,
+    synth: Synthesizer,
+    suite: MetricSuite,
+    lines: list[Line],
+    ref_wav: Any,
+    training_key: str,
+    epoch: int | None,
+    scale: float,
+    checkpoint: Path | None,
+) -> EvalResult:
+    """Synthesize `lines` at (checkpoint, scale) `eval.num_seeds` times, score them, aggregate, cache."""
+    from qtts_sweep.metrics.objective import aggregate_lines, composite_score
+
+    key = eval_key(training_key, epoch, scale, cfg.eval, lines)
+    cached = load_cached(cfg.paths.runs_dir, key)
+    if cached is not None:
+        return cached
+    import soundfile as sf
+
+    synth.use(checkpoint, scale)
+    target = suite.target(ref_wav)
+    tf = teacher_forced(synth, lines, cfg.eval.batch_size)
+    synthesized: list[Synthesized] = []
+    for k in range(cfg.eval.num_seeds):
+        synthesized += synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k)
+    rows = []
+    for s in synthesized:
+        gt = sf.read(s.line.audio, dtype="float32")[0] if s.line.audio else None
+        metrics = {**_code_metrics(s), **tf.get(s.line.id, {}), **suite.audio_line(s.wav, gt, s.line.text, target)}
+        rows.append(
+            {
+                "id": s.line.id,
+                "seed": s.seed_index,
+                "text": s.line.text,
+                "wav": f"wavs/{s.line.id}_s{s.seed_index}.wav",
+                "frames": int(s.codes.shape[0]),
+                "max_new_tokens": s.max_new_tokens,
+                "codes": s.codes.tolist(),
+                "metrics": metrics,
+            }
+        )
+    summary = aggregate_lines([r["metrics"] for r in rows])
+    objective = composite_score(summary, cfg.eval.objective.weights, summary.get("gt_spk_sim"))
+    payload = {
+        "per_line": rows,
+        "summary": summary,
+        "objective": objective,
+        "backends": suite.backends,
+        "epoch": epoch,
+        "scale": scale,
+        "training_key": training_key,
+    }
+    final = Path(cfg.paths.runs_dir) / "evals" / key
+    _write_result(final, rows, synthesized, payload)
+    return EvalResult(key, final, rows, summary, objective, cached=False, backends=suite.backends)
+
+
+def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:
+    from qtts_sweep.schema import Problem, ValidationError
+
+    if use_base:
+        return None
+    ckpt = run.store.epoch_dir(run.key, cfg.eval.epoch)
+    if cfg.eval.epoch not in run.store.epochs(run.key):
+        raise ValidationError(
+            [
+                Problem(
+                    "eval.epoch",
+                    cfg.eval.epoch,
+                    f"no stored checkpoint for training key {run.key} at this epoch",
+                    f"train it first: qtts-sweep train <same overrides> train.epochs={cfg.eval.epoch}"
+                    " (or pass --base for the base model)",
+                )
+            ],
+            "synthesis request",
+        )
+    return ckpt
+
+
+def run_synth(cfg: Config, texts: list[str] | None = None, use_base: bool = False, out_dir: str | None = None) -> str:
+    """`qtts-sweep synth`: held-out lines with metrics (cached), or given texts to wav files; returns a summary."""
+    import soundfile as sf
+
+    from qtts_sweep import modeling
+    from qtts_sweep.train import resolve_run
+
+    run = resolve_run(cfg)
+    ckpt = _checkpoint_for(cfg, run, use_base)
+    synth = Synthesizer(cfg)
+    ref_wav = modeling.load_audio_24k(run.dataset.ref_audio)
+    spk = modeling.speaker_embedding(synth.loaded, ref_wav) if ckpt is None else None
+    scale = 0.0 if ckpt is None else cfg.eval.lora_scale
+    where = "base model" if ckpt is None else f"{ckpt} at scale {scale}"
+    if texts:
+        synth.use(ckpt, scale, spk)
+        lines = [Line(f"text{i:03d}", t) for i, t in enumerate(texts)]
+        out = Path(out_dir or Path(cfg.paths.runs_dir) / "synth")
+        out.mkdir(parents=True, exist_ok=True)
+        report = [f"synthesized {len(lines)} line(s) from {where} ({cfg.eval.decoding.mode} decoding):"]
+        for k in range(cfg.eval.num_seeds):
+            for s in synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k):
+                path = out / f"{s.line.id}_s{k}.wav"
+                sf.write(path, s.wav, 24000)
+                flag = "  [no EOS: hit the token cap]" if s.hit_cap else ""
+                report.append(f"  {path}  ({len(s.wav) / 24000:.2f} s){flag}")
+        return "\n".join(report)
+    if spk is not None:
+        synth.use(None, 0.0, spk)
+    suite = MetricSuite(cfg, synth)
+    lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
+    result = evaluate(
+        cfg, synth, suite, lines, ref_wav, run.key if ckpt else "base", cfg.eval.epoch if ckpt else None, scale, ckpt
+    )
+    return format_eval(result, where, cfg.eval.split)
+
+
+def format_eval(result: EvalResult, where: str, split: str) -> str:
+    s = result.summary
+    keys = [k for k in sorted(s) if not k.endswith("_std")]
+    lines = [
+        f"{len(result.per_line)} {split} line(s) from {where}{' (cached)' if result.cached else ''}",
+        f"  objective: {result.objective:.4f}",
+    ]
+    lines += [f"  {k:>22}: {s[k]:.4f}" + (f" ± {s[k + '_std']:.4f}" if k + "_std" in s else "") for k in keys]
+    lines.append(f"  wavs and per-line metrics: {result.dir}")
+    return "\n".join(lines)
