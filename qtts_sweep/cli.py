@@ -13,9 +13,7 @@ from collections.abc import Callable
 
 # Subcommands that later work adds, reserved now so their names never change meaning.
 RESERVED = {
-    "sweep": "run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun",
     "promote": "turn a sweep's best trial into a production bundle",
-    "report": "print a study's top trials",
     "gc": "remove checkpoints that no top trial or promotion needs",
 }
 
@@ -70,6 +68,25 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.text_file:
         texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
     print(run_synth(load_config(args.overrides, args.config_dir), texts, args.base, args.out))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from qtts_sweep import sweep
+
+    if args.plan:
+        print(sweep.plan_sweep(args.name, args.overrides, args.config_dir))
+        return 0
+    return sweep.launch(args.name, args.overrides, args.config_dir)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.report import report_command
+    from qtts_sweep.sweep import default_storage
+
+    cfg = load_config(args.overrides, args.config_dir)
+    print(report_command(args.study, args.storage or default_storage(cfg.paths.runs_dir), args.top))
     return 0
 
 
@@ -137,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for --text output (default runs/synth/)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("sweep", help="run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun")
+    p.add_argument("name", help="a sweep in sweeps/ (default, grid, scale_only, tiny) or a path to a sweep YAML")
+    p.add_argument("--plan", action="store_true", help="print training keys, epochs and disk, run nothing")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="print a study's top trials (and failures) from its Optuna storage")
+    p.add_argument("study", help="the study name (the sweep file's study_name)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite under runs/)")
+    p.add_argument("--top", type=int, default=10)
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(

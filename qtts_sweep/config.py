@@ -14,6 +14,7 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,6 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.Pa
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException, MissingConfigException
 
     _register_resolvers()
     register_configs()
@@ -77,51 +77,63 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.Pa
                 ]
             )
         overrides.append(f"hydra.searchpath=[file://{extra}]")
-    problems: list[Problem] = []
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            while True:
-                try:
-                    cfg = hydra_compose(config_name=PRIMARY, overrides=overrides)
-                    break
-                except MissingConfigException as exc:
-                    options = getattr(exc, "options", None) or []
-                    raise ConfigError(
-                        [
-                            Problem(
-                                "overrides",
-                                overrides,
-                                str(exc).splitlines()[0],
-                                f"choose one of {options}, or add the file in --config-dir",
-                            )
-                        ]
-                    ) from exc
-                except ConfigCompositionException as exc:
-                    key = _unknown_override_key(exc)
-                    if key is None:
-                        raise ConfigError(
-                            [
-                                Problem(
-                                    "overrides",
-                                    overrides,
-                                    str(exc).splitlines()[0],
-                                    "check the override syntax: key=value, group=option",
-                                )
-                            ]
-                        ) from exc
-                    bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
-                    if bad and not bad[0].startswith(("+", "~")) and _is_schema_field(key):
-                        # A schema field the group's YAML leaves at its default: add it instead.
-                        overrides = [f"+{o}" if o == bad[0] else o for o in overrides]
-                        continue
-                    value = bad[0].split("=", 1)[-1] if bad else None
-                    problems.append(_unknown_key_problem(key, value, _known_fields(key)))
-                    overrides = [o for o in overrides if o not in bad]
-                    if not bad:
-                        raise ConfigError(problems) from exc
+            return compose_with(lambda ov: hydra_compose(config_name=PRIMARY, overrides=ov), overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_with(compose_once: Callable[[list[str]], DictConfig], overrides: list[str]) -> DictConfig:
+    """Run a Hydra composition, turning its one-at-a-time override errors into one list of problems.
+
+    Overrides of schema fields that a group's YAML leaves at their default are added (`+key=value`) instead of
+    refused. Used by `compose()` (Compose API) and by the sweeper (inside a running Hydra app).
+    """
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    overrides = list(overrides)
+    problems: list[Problem] = []
+    while True:
+        try:
+            cfg = compose_once(overrides)
+            break
+        except MissingConfigException as exc:
+            options = getattr(exc, "options", None) or []
+            raise ConfigError(
+                [
+                    Problem(
+                        "overrides",
+                        overrides,
+                        str(exc).splitlines()[0],
+                        f"choose one of {options}, or add the file in --config-dir",
+                    )
+                ]
+            ) from exc
+        except ConfigCompositionException as exc:
+            key = _unknown_override_key(exc)
+            if key is None:
+                raise ConfigError(
+                    [
+                        Problem(
+                            "overrides",
+                            overrides,
+                            str(exc).splitlines()[0],
+                            "check the override syntax: key=value, group=option",
+                        )
+                    ]
+                ) from exc
+            bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
+            if bad and not bad[0].startswith(("+", "~")) and _is_schema_field(key):
+                # A schema field the group's YAML leaves at its default: add it instead.
+                overrides = [f"+{o}" if o == bad[0] else o for o in overrides]
+                continue
+            value = bad[0].split("=", 1)[-1] if bad else None
+            problems.append(_unknown_key_problem(key, value, _known_fields(key)))
+            overrides = [o for o in overrides if o not in bad]
+            if not bad:
+                raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -289,7 +301,16 @@ def absolutize_paths(cfg: DictConfig) -> None:
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.PathLike | None = None) -> Config:
     """Compose, validate and resolve: the single entry point every subcommand uses."""
-    cfg = compose(overrides, config_dir)
+    return finish(compose(overrides, config_dir))
+
+
+def finish(cfg: DictConfig) -> Config:
+    """Absolute paths, validation, typed `Config` (drops Hydra's own `hydra` node if present)."""
+    if "hydra" in cfg:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            del cfg["hydra"]
     absolutize_paths(cfg)
     return validate(cfg)
 

@@ -32,14 +32,28 @@ def apply_lora(model: Any, cfg: LoraConfig, seed: int) -> list[str]:
     from peft import LoraConfig as PeftLoraConfig
     from peft import inject_adapter_in_model
 
-    torch.manual_seed(seed)  # lora_A init draws from the global RNG
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=target_regex(cfg), bias="none"
     )
     inject_adapter_in_model(peft_cfg, model, adapter_name=ADAPTER)
     for name, param in model.named_parameters():
         param.requires_grad = "lora_" in name
+    reset_lora(model, seed)
     return sorted({n.rsplit(".lora_", 1)[0] for n, _ in model.named_parameters() if "lora_" in n})
+
+
+def reset_lora(model: Any, seed: int) -> None:
+    """Seeded fresh LoRA init (A: kaiming-uniform, B: zeros) and scale 1, in module order.
+
+    A freshly injected model and a reused one reset with the same seed get identical adapters, so a worker can
+    train one training key after another on the same loaded base model.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    for layer in lora_layers(model):
+        layer.reset_lora_parameters(ADAPTER, init_lora_weights=True)
+        layer.set_scale(ADAPTER, 1.0)
 
 
 def lora_layers(model: Any) -> list[Any]:

@@ -363,6 +363,28 @@ SHAPES = {
             "head_dim": 32,
         },
     },
+    # 0.6B Base: talker hidden 1024, 28 layers, 16 heads / 8 KV heads, head_dim 128; same code predictor.
+    "0.6b": {
+        "talker": {
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "text_hidden_size": 2048,
+            "text_vocab_size": 151936,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
+        },
+        "code_predictor": {
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 5,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+        },
+    },
     "1.7b": {
         "talker": {
             "hidden_size": 2048,

@@ -172,6 +172,7 @@ def ensure_epoch(
     on_epoch: Callable[[int, dict[str, float], bool], None] | None = None,
     run: TrainingRun | None = None,
     progress: bool = True,
+    loaded: Any | None = None,
 ) -> TrainResult:
     """Make sure checkpoint (key, epoch) exists: reuse it, resume up to it, or train from scratch.
 
@@ -179,6 +180,8 @@ def ensure_epoch(
         on_epoch: called as on_epoch(e, metrics, reused) for every epoch 1..epoch in order (reused ones too),
             e.g. to report intermediate values to a pruner; it may raise to stop training (epochs already
             saved stay reusable).
+        loaded: an already loaded base model with LoRA layers of this config injected (a sweep worker's);
+            its adapter is re-initialised, trained, and left holding the last trained epoch.
     """
     reporter = reporter or NullReporter()
     if not 1 <= epoch <= cfg.train.max_epochs:
@@ -197,7 +200,7 @@ def ensure_epoch(
                 on_epoch(e, m, True)
     if start == epoch:
         return result
-    _train_epochs(cfg, run, start, epoch, result, reporter, on_epoch, progress)
+    _train_epochs(cfg, run, start, epoch, result, reporter, on_epoch, progress, loaded)
     return result
 
 
@@ -210,15 +213,17 @@ def _train_epochs(
     reporter: MetricReporter,
     on_epoch: Callable | None,
     progress: bool,
+    loaded: Any | None,
 ) -> None:
     import torch
     from transformers import get_scheduler
 
     from qtts_sweep import modeling
-    from qtts_sweep.lora import apply_lora, load_adapter_state
+    from qtts_sweep.lora import apply_lora, load_adapter_state, reset_lora
     from qtts_sweep.loss import compute_loss
 
-    loaded = modeling.load_model(cfg.model)
+    fresh = loaded is None
+    loaded = loaded or modeling.load_model(cfg.model)
     model = loaded.model
     model.eval()
     if start:
@@ -227,7 +232,10 @@ def _train_epochs(
     else:
         # Computed once, deliberately, from the reference clip (upstream took it from the first shuffled batch).
         spk = modeling.speaker_embedding(loaded, modeling.load_audio_24k(run.dataset.ref_audio))
-    apply_lora(model, cfg.lora, seed=cfg.train.seed)
+    if fresh:
+        apply_lora(model, cfg.lora, seed=cfg.train.seed)
+    else:
+        reset_lora(model, seed=cfg.train.seed)
     train_ex = _examples(loaded, run.dataset.splits["train"], spk)
     val_ex = _examples(loaded, run.dataset.splits["val"], spk)
     if not train_ex:

@@ -1,0 +1,35 @@
+"""The Hydra application a sweep runs in: `--multirun hydra/sweeper=qtts hydra.sweeper.sweep=<name>`.
+
+`qtts-sweep sweep <name>` builds that command line. The task function is never called per trial: the sweeper
+dispatches trials to a persistent worker process (crash isolation, base model kept loaded), which Hydra's
+launchers cannot do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from qtts_sweep.config import CONF_DIR
+
+
+def run(argv: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    from qtts_sweep.config import _register_resolvers
+    from qtts_sweep.schema import register_configs
+
+    _register_resolvers()
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def app(cfg: DictConfig) -> None:
+        print("qtts-sweep's Hydra app only runs sweeps: qtts-sweep sweep <name>", file=sys.stderr)
+
+    old = sys.argv
+    sys.argv = ["qtts-sweep-sweep", *argv]
+    try:
+        app()
+    finally:
+        sys.argv = old
+    return 0

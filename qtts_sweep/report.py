@@ -1,0 +1,223 @@
+"""End-of-sweep report: top-trials table, plots and a listening page, logged to the study's parent MLflow run.
+
+`qtts-sweep report <study>` prints the table again from the Optuna storage alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from qtts_sweep.schema import Config
+
+TABLE_METRICS = (
+    "tf_talker_acc",
+    "tf_subtalker_acc",
+    "no_eos",
+    "frame_error",
+    "duration_error",
+    "tempo_drift",
+    "spk_sim",
+    "dnsmos_ovrl",
+)
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    retried = {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name + (" (re-queued)" if t.number in retried else ""),
+                "value": t.values[0] if t.values and len(t.values) == 1 else t.values,
+                "params": t.params,
+                "summary": t.user_attrs.get("summary", {}),
+                "reused": t.user_attrs.get("reused"),
+                "fail_reason": t.user_attrs.get("fail_reason"),
+                "checkpoint": t.user_attrs.get("checkpoint"),
+                "eval_dir": t.user_attrs.get("eval_dir"),
+                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            }
+        )
+    return rows
+
+
+def top_trials(study, k: int) -> list[dict[str, Any]]:
+    done = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
+    return sorted(done, key=lambda r: -r["value"])[:k]
+
+
+def format_table(study, k: int = 10) -> str:
+    rows = trial_rows(study)
+    top = top_trials(study, k)
+    names = sorted({p for r in rows for p in r["params"]})
+    head = ["#", "objective"] + [n.split(".")[-1] for n in names] + [m for m in TABLE_METRICS] + ["reused"]
+    lines = [
+        f"study `{study.study_name}`: {len(rows)} trials "
+        f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
+        f"{sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
+        f"{sum(r['state'].startswith('FAIL') for r in rows)} failed); top {len(top)}:"
+    ]
+    widths = [max(len(h), 9) for h in head]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    for r in top:
+        cells = [str(r["number"]), f"{r['value']:.4f}"]
+        cells += [_fmt(r["params"].get(n)) for n in names]
+        cells += [_fmt(r["summary"].get(m)) for m in TABLE_METRICS]
+        cells += [str(bool(r["reused"]))]
+        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
+    for r in failed[:10]:
+        lines.append(f"  trial {r['number']} failed: {r['fail_reason']}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def plots(study, out: Path) -> list[Path]:
+    """objective over epoch x scale per lr, optimization history, parameter importances (when computable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    top = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
+    lrs = sorted({r["params"].get("train.lr") for r in top}, key=lambda v: (v is None, v))
+    if top:
+        fig, axes = plt.subplots(1, max(len(lrs), 1), figsize=(4 * max(len(lrs), 1), 3.5), squeeze=False)
+        for ax, lr in zip(axes[0], lrs, strict=False):
+            pts = [r for r in top if r["params"].get("train.lr") == lr]
+            sc = ax.scatter(
+                [r["params"].get("eval.epoch", 0) for r in pts],
+                [r["params"].get("eval.lora_scale", 0) for r in pts],
+                c=[r["value"] for r in pts],
+                cmap="viridis",
+                s=80,
+            )
+            ax.set(title=f"lr {lr}", xlabel="epoch", ylabel="lora_scale")
+            fig.colorbar(sc, ax=ax, label="objective")
+        fig.tight_layout()
+        made.append(out / "objective_epoch_scale.png")
+        fig.savefig(made[-1], dpi=90)
+        plt.close(fig)
+    from optuna.visualization import matplotlib as ovm
+
+    for name, fn in (
+        ("optimization_history.png", ovm.plot_optimization_history),
+        ("param_importances.png", ovm.plot_param_importances),
+    ):
+        try:
+            ax = fn(study)
+            fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=90)
+            plt.close(fig)
+            made.append(out / name)
+        except Exception as exc:  # e.g. importances need >= 2 completed trials with varying params
+            (out / f"{name}.txt").write_text(f"not plotted: {exc}\n")
+    return made
+
+
+def _audio_tag(path: Path | str | None) -> str:
+    if not path or not Path(path).is_file():
+        return "<em>-</em>"
+    import soundfile as sf
+
+    wav, sr = sf.read(str(path), dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, wav, sr, format="WAV", subtype="PCM_16")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
+
+
+def listening_page(study, top: list[dict], base_eval_dir: str | None, lines: list[dict], out: Path) -> Path:
+    """HTML: held-out lines x (ground truth, base model, top trials), audio embedded so it is self-contained."""
+    cols = ["ground truth", "base model"] + [
+        f"trial {r['number']}<br><small>lr {r['params'].get('train.lr')}, epoch {r['params'].get('eval.epoch')}, "
+        f"scale {r['params'].get('eval.lora_scale')}<br>objective {r['value']:.3f}</small>"
+        for r in top
+    ]
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>",
+        "<style>td,th{border:1px solid #ccc;padding:4px;vertical-align:top}</style></head><body>",
+        f"<h2>Study {html.escape(study.study_name)}: held-out lines</h2>",
+        "<p>Every cell was synthesized with the trial's own decoding settings and seeds.</p>",
+        "<table><tr><th>line</th>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>",
+    ]
+    for line in lines:
+        cells = [
+            _audio_tag(line.get("audio")),
+            _audio_tag(Path(base_eval_dir) / "wavs" / f"{line['id']}_s0.wav" if base_eval_dir else None),
+        ]
+        cells += [
+            _audio_tag(Path(r["eval_dir"]) / "wavs" / f"{line['id']}_s0.wav" if r.get("eval_dir") else None)
+            for r in top
+        ]
+        parts.append(f"<tr><td>{html.escape(line['text'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table></body></html>")
+    path = out / "listening.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None = None) -> str:
+    """Write and log the report; print and return the summary table."""
+    import optuna
+
+    from qtts_sweep.sweep import make_storage
+    from qtts_sweep.tracking import make_tracker
+
+    study = optuna.load_study(study_name=spec.study_name, storage=make_storage(outcome.storage))
+    out = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table(study, spec.top_k)
+    (out / "top_trials.txt").write_text(table + "\n")
+    top = top_trials(study, spec.top_k)
+    (out / "top_trials.json").write_text(json.dumps(top, indent=2, default=str) + "\n")
+    if not spec.multi:
+        plots(study, out)
+    lines = []
+    if top and top[0].get("eval_dir"):
+        result = json.loads((Path(top[0]["eval_dir"]) / "result.json").read_text())
+        from qtts_sweep.data.prepare import prepare_dataset
+
+        ds = prepare_dataset(cfg, progress=False)
+        audio = {r["id"]: r["audio"] for rows in ds.splits.values() for r in rows}
+        seen = []
+        for row in result["per_line"]:
+            if row["id"] not in seen:
+                seen.append(row["id"])
+                lines.append({"id": row["id"], "text": row["text"], "audio": audio.get(row["id"])})
+        listening_page(study, top, base_eval_dir, lines, out)
+    make_tracker(cfg.tracking).log_parent_artifacts(outcome.parent_run_id, out)
+    print(table)
+    return table
+
+
+def report_command(study_name: str, storage: str, top_k: int = 10) -> str:
+    import optuna
+
+    from qtts_sweep.sweep import make_storage
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+    except KeyError as exc:
+        names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))]
+        raise SystemExit(f"no study `{study_name}` in {storage}; studies there: {names}") from exc
+    return format_table(study, top_k)

@@ -1,0 +1,216 @@
+"""MLflow: the only module that imports it. Training runs per training key; a parent run per study; a child
+run per trial.
+
+Layout in the tracking store:
+- experiment `tracking.training_experiment` (shared by every study, since a training key outlives any one study):
+  one run per training key (tag `training_key`), per-epoch train/val curves, each epoch's adapter logged once;
+- experiment `qtts-study-<study>`: a parent run (tag `optuna_study`) and one child run per Optuna trial (tag
+  `optuna_trial_number`) with params, every metric component, the objective, the wavs, a per-line table and
+  links to its training run and checkpoint. The Optuna trial holds `mlflow_run_id` (both ways linked).
+
+`NullTracker` has the same methods and does nothing (tracking.backend=none).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from qtts_sweep.schema import TrackingConfig
+
+STUDY_PREFIX = "qtts-study-"
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(float(v))}
+
+
+class NullTracker:
+    enabled = False
+
+    def training_run(self, key: str, material: dict) -> str | None:
+        return None
+
+    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, epoch_dir: Path) -> None:
+        pass
+
+    def study_parent(self, study: str, description: dict) -> str | None:
+        return None
+
+    def start_trial(self, parent: str | None, study: str, number: int, params: dict) -> str | None:
+        return None
+
+    def finish_trial(self, run_id: str | None, status: str, **kwargs: Any) -> None:
+        pass
+
+    def fail_orphans(self, study: str, keep: set[str]) -> int:
+        return 0
+
+    def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
+        pass
+
+    def ui_command(self) -> str:
+        return "(tracking is off: tracking.backend=none)"
+
+
+class MlflowTracker(NullTracker):
+    enabled = True
+
+    def __init__(self, cfg: TrackingConfig):
+        from mlflow import MlflowClient
+
+        self.cfg = cfg
+        self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        self._experiments: dict[str, str] = {}
+
+    def _experiment(self, name: str) -> str:
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                loc = Path(self.cfg.artifact_location, name).resolve().as_uri() if self.cfg.artifact_location else None
+                exp_id = self.client.create_experiment(name, artifact_location=loc)
+            else:
+                exp_id = exp.experiment_id
+            self._experiments[name] = exp_id
+        return self._experiments[name]
+
+    def _find(self, experiment: str, tag: str, value: str, extra: str = "") -> Any | None:
+        runs = self.client.search_runs([self._experiment(experiment)], f"tags.{tag} = '{value}'{extra}", max_results=1)
+        return runs[0] if runs else None
+
+    # --- training runs -------------------------------------------------------------------------------------
+    def training_run(self, key: str, material: dict) -> str:
+        name = self.cfg.training_experiment
+        found = self._find(name, "training_key", key)
+        if found:
+            return found.info.run_id
+        run = self.client.create_run(self._experiment(name), run_name=f"train-{key[:10]}", tags={"training_key": key})
+        params = {f"cfg.{k}": str(v)[:500] for k, v in material["config"].items()}
+        params.update(
+            {"dataset_hash": material["dataset_hash"], "model": material["model"], "source": material["source"]}
+        )
+        params.update({f"version.{k}": v for k, v in material["versions"].items()})
+        self._log_params(run.info.run_id, params)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, epoch_dir: Path) -> None:
+        if run_id is None:
+            return
+        run = self.client.get_run(run_id)
+        logged = set(json.loads(run.data.tags.get("logged_epochs", "[]")))
+        if epoch in logged:
+            return
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in _finite(metrics).items()])
+        adapter = Path(epoch_dir) / "adapter.safetensors"
+        if adapter.is_file():
+            self.client.log_artifact(run_id, str(adapter), artifact_path=f"epoch-{epoch}")
+        self.client.set_tag(run_id, "logged_epochs", json.dumps(sorted(logged | {epoch})))
+
+    # --- studies and trials --------------------------------------------------------------------------------
+    def study_parent(self, study: str, description: dict) -> str:
+        exp = STUDY_PREFIX + study
+        found = self._find(exp, "optuna_study", study, " and tags.qtts_role = 'parent'")
+        if found:
+            return found.info.run_id
+        run = self.client.create_run(
+            self._experiment(exp), run_name=f"study-{study}", tags={"optuna_study": study, "qtts_role": "parent"}
+        )
+        self._log_params(run.info.run_id, {k: str(v)[:500] for k, v in description.items()})
+        return run.info.run_id
+
+    def start_trial(self, parent: str | None, study: str, number: int, params: dict) -> str:
+        tags = {"optuna_study": study, "optuna_trial_number": str(number), "qtts_role": "trial"}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self._experiment(STUDY_PREFIX + study), run_name=f"trial-{number}", tags=tags)
+        self._log_params(run.info.run_id, {k: str(v) for k, v in params.items()})
+        return run.info.run_id
+
+    def finish_trial(
+        self,
+        run_id: str | None,
+        status: str,
+        metrics: dict | None = None,
+        params: dict | None = None,
+        tags: dict | None = None,
+        artifacts: Path | None = None,
+        table: list[dict] | None = None,
+        steps: dict[int, dict] | None = None,
+    ) -> None:
+        """status: FINISHED (complete), KILLED (pruned or interrupted) or FAILED."""
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        batch = [Metric(k, v, now, 0) for k, v in _finite(metrics or {}).items()]
+        for step, m in (steps or {}).items():
+            batch += [Metric(f"epoch_{k}", v, now, int(step)) for k, v in _finite(m).items()]
+        for i in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(run_id, metrics=batch[i : i + 900])
+        if params:
+            self._log_params(run_id, {k: str(v)[:500] for k, v in params.items()})
+        for k, v in (tags or {}).items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+        if artifacts is not None and Path(artifacts).is_dir():
+            self.client.log_artifacts(run_id, str(Path(artifacts) / "wavs"), artifact_path="wavs")
+        if table:
+            self.client.log_table(run_id, data=_columns(table), artifact_file="lines.json")
+        self.client.set_terminated(run_id, status)
+
+    def fail_orphans(self, study: str, keep: set[str]) -> int:
+        """Runs of this study left RUNNING by a killed driver: mark them FAILED (tag the reason)."""
+        exp = self._experiment(STUDY_PREFIX + study)
+        n = 0
+        for run in self.client.search_runs([exp], "attributes.status = 'RUNNING'", max_results=1000):
+            if run.info.run_id in keep or run.data.tags.get("qtts_role") == "parent":
+                continue
+            self.client.set_tag(run.info.run_id, "fail_reason", "driver process died; trial failed and re-queued")
+            self.client.set_terminated(run.info.run_id, "FAILED")
+            n += 1
+        return n
+
+    def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
+        if parent and Path(folder).is_dir():
+            self.client.log_artifacts(parent, str(folder))
+
+    def ui_command(self) -> str:
+        return (
+            f"mlflow ui --backend-store-uri {self.cfg.tracking_uri} --host 127.0.0.1 --port 5000"
+            "   # then open http://127.0.0.1:5000 (switch to 'Model training')"
+        )
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        fresh = [Param(k, v) for k, v in params.items() if k not in existing]
+        for i in range(0, len(fresh), 90):  # MLflow caps params per batch at 100
+            self.client.log_batch(run_id, params=fresh[i : i + 90])
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Per-line rows -> column dict for `log_table` (metrics flattened)."""
+    flat = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if k not in ("metrics", "codes")}
+        row.update({k: v for k, v in (r.get("metrics") or {}).items()})
+        flat.append(row)
+    keys = sorted({k for r in flat for k in r})
+    return {k: [r.get(k) for r in flat] for k in keys}
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def make_tracker(cfg: TrackingConfig) -> NullTracker:
+    return MlflowTracker(cfg) if cfg.backend == "mlflow" else NullTracker()
