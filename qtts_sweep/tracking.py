@@ -54,6 +54,12 @@ class NullTracker:
     def ui_command(self) -> str:
         return "(tracking is off: tracking.backend=none)"
 
+    def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str | None:
+        return None
+
+    def download_bundle(self, uri: str, dst: Path) -> Path:
+        raise ValueError(f"{uri}: tracking is off (tracking.backend=none), the model registry is not available")
+
 
 class MlflowTracker(NullTracker):
     enabled = True
@@ -185,6 +191,34 @@ class MlflowTracker(NullTracker):
             f"mlflow ui --backend-store-uri {self.cfg.tracking_uri} --host 127.0.0.1 --port 5000"
             "   # then open http://127.0.0.1:5000 (switch to 'Model training')"
         )
+
+    def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str:
+        """Log the bundle to the trial's run, add a model version, move `production` to it (old one: `previous`)."""
+        from mlflow.exceptions import MlflowException
+
+        if run_id is None:
+            run_id = self.client.create_run(self._experiment("qtts-production"), run_name=f"bundle-{model}").info.run_id
+            self.client.set_terminated(run_id, "FINISHED")
+        self.client.log_artifacts(run_id, str(bundle), artifact_path="bundle")
+        try:
+            self.client.create_registered_model(model)
+        except MlflowException:
+            pass  # already registered
+        version = self.client.create_model_version(model, source=f"runs:/{run_id}/bundle", run_id=run_id, tags=tags)
+        try:
+            current = self.client.get_model_version_by_alias(model, "production")
+            self.client.set_registered_model_alias(model, "previous", current.version)
+        except MlflowException:
+            pass  # first promotion
+        self.client.set_registered_model_alias(model, "production", version.version)
+        return str(version.version)
+
+    def download_bundle(self, uri: str, dst: Path) -> Path:
+        """`models:/<name>@production` (or any MLflow artifact URI) -> a local bundle folder."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.cfg.tracking_uri)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
