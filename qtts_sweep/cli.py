@@ -9,13 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-
-# Subcommands that later work adds, reserved now so their names never change meaning.
-RESERVED = {
-    "promote": "turn a sweep's best trial into a production bundle",
-    "gc": "remove checkpoints that no top trial or promotion needs",
-}
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +60,37 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     texts = list(args.text or [])
     if args.text_file:
         texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
-    print(run_synth(load_config(args.overrides, args.config_dir), texts, args.base, args.out))
+    cfg = load_config(args.overrides, args.config_dir)
+    if args.production:
+        from qtts_sweep.promote import production_synth
+
+        print(production_synth(cfg, args.production, texts, args.out))
+        return 0
+    print(run_synth(cfg, texts, args.base, args.out))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.promote import format_promotion, promote
+    from qtts_sweep.sweep import default_storage
+
+    cfg = load_config(args.overrides, args.config_dir)
+    result = promote(cfg, args.study, args.storage or default_storage(cfg.paths.runs_dir), args.trial, args.name)
+    print(format_promotion(result))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.promote import export_merged
+
+    out = export_merged(load_config(args.overrides, args.config_dir), args.bundle, args.out, args.speaker)
+    print(
+        f"merged custom-voice model written to {out}\n"
+        f"  load it with: Qwen3TTSModel.from_pretrained('{out}').generate_custom_voice(text, speaker=..., "
+        "language='auto', non_streaming_mode=True)"
+    )
     return 0
 
 
@@ -90,6 +113,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from qtts_sweep.config import load_config
+    from qtts_sweep.gc import collect_garbage, format_gc
+    from qtts_sweep.sweep import default_storage
+
+    cfg = load_config(args.overrides, args.config_dir)
+    result = collect_garbage(cfg, args.storage or default_storage(cfg.paths.runs_dir), args.keep_top, args.dry_run)
+    print(format_gc(result, args.dry_run))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from qtts_sweep import bench
 
@@ -106,14 +140,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(load_config(["experiment=tiny_demo", *args.overrides], args.config_dir))
     return 0
-
-
-def _reserved(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"`qtts-sweep {name}` is not implemented yet: {RESERVED[name]}.", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-file", help="a UTF-8 file with one line to speak per line")
     p.add_argument("--base", action="store_true", help="the base model (no adapter), same speaker embedding")
     p.add_argument("--out", help="folder for --text output (default runs/synth/)")
+    p.add_argument(
+        "--production",
+        metavar="BUNDLE",
+        help="synthesize from a promoted bundle (runs/production/<name>/production.yaml or "
+        "models:/qtts-<name>@production)",
+    )
     _add_config_args(p)
     p.set_defaults(func=_cmd_synth)
 
@@ -167,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10)
     _add_config_args(p)
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("promote", help="turn a study's best (or --trial N) trial into a production bundle")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--trial", type=int, help="promote this trial number instead of the best")
+    p.add_argument("--name", help="bundle/model name (default: the study name)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite under runs/)")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("export", help="merge a bundle's adapter into a standalone custom-voice model folder")
+    p.add_argument("bundle", help="bundle folder / production.yaml, or models:/qtts-<name>@production")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--speaker", help="speaker name in the exported model (default: the bundle's)")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("gc", help="remove checkpoints that no top trial or promotion needs; print what it freed")
+    p.add_argument("--keep-top", type=int, default=3, help="keep the checkpoints of each study's top K trials")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite under runs/)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_gc)
 
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
@@ -185,10 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_cmd_demo)
 
-    for name, text in RESERVED.items():
-        p = sub.add_parser(name, help=f"(not implemented yet) {text}")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_reserved(name))
     return parser
 
 

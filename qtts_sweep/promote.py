@@ -491,3 +491,17 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
     return out
+
+
+def format_promotion(r: PromotionResult) -> str:
+    if not r.changed:
+        return f"trial {r.trial} is already the promoted bundle at {r.bundle}: nothing changed"
+    lines = [f"promoted trial {r.trial} to {r.bundle}"]
+    if r.model_version:
+        lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
+    lines.append(
+        "  test split (never used for selection): "
+        + ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.test_metrics.items()) if not k.endswith("_std"))
+    )
+    lines.append(f'  synthesize: qtts-sweep synth --production {r.bundle / BUNDLE_FILE} --text "Hello."')
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""`qtts-sweep gc`: remove stored checkpoints that no top trial and no promotion needs; print what it freed.
+
+Kept: the checkpoint of each study's top-K completed trials (every study in the Optuna storage), of every
+promoted bundle (its origin training key + epoch), and every key a RUNNING trial may be writing to.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtts_sweep.schema import Config
+
+
+@dataclass
+class GcResult:
+    removed: list[Path]
+    kept: list[Path]
+    freed_bytes: int
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[str]]:
+    """(epoch folders to keep, training keys to keep whole)."""
+    import optuna
+    import yaml
+
+    from qtts_sweep.report import top_trials
+    from qtts_sweep.sweep import make_storage
+
+    store = Path(cfg.paths.store_dir)
+    keep: set[Path] = set()
+    busy: set[str] = set()
+    st = make_storage(storage)
+    for summary in optuna.get_all_study_summaries(st):
+        study = optuna.load_study(study_name=summary.study_name, storage=st)
+        for row in top_trials(study, keep_top):
+            if row.get("checkpoint"):
+                keep.add(Path(row["checkpoint"]).resolve())
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get("training_key"):
+                busy.add(t.user_attrs["training_key"])
+            busy.add("*")  # a running trial's key is unknown until it reports: keep everything of unknown keys
+    for bundle in Path(cfg.paths.production_dir).glob("*/production.yaml"):
+        origin = (yaml.safe_load(bundle.read_text()) or {}).get("origin", {})
+        if origin.get("training_key") and origin.get("epoch"):
+            keep.add((store / origin["training_key"] / f"epoch-{origin['epoch']}").resolve())
+    return keep, busy
+
+
+def collect_garbage(cfg: Config, storage: str, keep_top: int = 3, dry_run: bool = False) -> GcResult:
+    keep, busy = protected(cfg, storage, keep_top)
+    removed, kept, freed = [], [], 0
+    store = Path(cfg.paths.store_dir)
+    if "*" in busy:
+        return GcResult([], sorted(store.glob("*/epoch-*")), 0)  # a sweep is running: touch nothing
+    for epoch_dir in sorted(store.glob("*/epoch-*")):
+        if epoch_dir.resolve() in keep or epoch_dir.parent.name in busy:
+            kept.append(epoch_dir)
+            continue
+        freed += _size(epoch_dir)
+        removed.append(epoch_dir)
+        if not dry_run:
+            shutil.rmtree(epoch_dir)
+    return GcResult(removed, kept, freed)
+
+
+def format_gc(r: GcResult, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {len(r.removed)} checkpoint(s), {r.freed_bytes / 2**20:.1f} MiB; kept {len(r.kept)}"]
+    lines += [f"  - {p}" for p in r.removed[:50]]
+    return "\n".join(lines)
