@@ -75,31 +75,44 @@ def run_trial(req: TrialRequest, state: _State, conn: Any) -> dict[str, Any]:
     from qtts_sweep.evaluate import evaluate, held_out_lines
     from qtts_sweep.train import TrainingDiverged, ensure_epoch, resolve_run
 
+    import time
+
     cfg = req.config
     _test_crash(req.crash)
+    t0 = time.perf_counter()
     run = resolve_run(cfg)
     state.ensure(cfg)
     synth = state.synth
+    t_setup = time.perf_counter() - t0
+    paused = 0.0  # time spent waiting for the driver's pruning answers (orchestration, not training)
 
     def on_epoch(epoch: int, metrics: dict[str, float], reused: bool) -> None:
         if req.crash == "nan" and not reused:
             metrics = {**metrics, "val_loss": float("nan")}
+        nonlocal paused
+        t = time.perf_counter()
         conn.send(("epoch", epoch, metrics, reused, run.key))
         msg = conn.recv()
+        paused += time.perf_counter() - t
         if msg[0] == "prune" and msg[1]:
             raise Pruned(epoch)
         if req.crash == "nan" and not reused:
             raise TrainingDiverged(f"non-finite validation loss at epoch {epoch} (injected)")
 
+    t1 = time.perf_counter()
     result = ensure_epoch(cfg, cfg.eval.epoch, on_epoch=on_epoch, run=run, progress=False, loaded=synth.loaded)
+    t_train = time.perf_counter() - t1 - paused
     if result.trained:
         synth.checkpoint = None  # the model's adapter now holds freshly trained weights, not a loaded epoch
     ref_wav = modeling.load_audio_24k(run.dataset.ref_audio)
     lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
+    t2 = time.perf_counter()
     ev = evaluate(
         cfg, synth, state.suite, lines, ref_wav, run.key, cfg.eval.epoch, cfg.eval.lora_scale, result.checkpoint
     )
+    t_eval = time.perf_counter() - t2
     return {
+        "timings": {"setup_s": t_setup, "train_s": t_train, "eval_s": t_eval},
         "training_key": run.key,
         "training_dir": str(run.dir),
         "checkpoint": str(result.checkpoint),

@@ -1,9 +1,9 @@
 """Hydra sweeper plugin `hydra/sweeper=qtts`: a thin shim over `qtts_sweep.sweep`, no logic of its own.
 
-It lives here only because Hydra loads sweepers from the `hydra_plugins` namespace package.
+It lives here only because Hydra loads sweepers from the `hydra_plugins` namespace package. No
+`from __future__ import annotations`: Hydra imports plugin modules without registering them in sys.modules,
+and dataclasses then cannot resolve string annotations.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="qtts", node=QttsSweepe
 class QttsSweeper(Sweeper):
     def __init__(self, sweep: str) -> None:
         self.sweep_name = sweep
-        self.context: dict[str, Any] = {}
+        self.context: dict = {}
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.context = {"hydra_context": hydra_context, "config": config}
