@@ -71,11 +71,11 @@ def _test_crash(kind: str | None) -> None:
 
 
 def run_trial(req: TrialRequest, state: _State, conn: Any) -> dict[str, Any]:
+    import time
+
     from qtts_sweep import modeling
     from qtts_sweep.evaluate import evaluate, held_out_lines
     from qtts_sweep.train import TrainingDiverged, ensure_epoch, resolve_run
-
-    import time
 
     cfg = req.config
     _test_crash(req.crash)
@@ -147,6 +147,11 @@ def run_base(req: TrialRequest, state: _State) -> dict[str, Any]:
 
 def worker_main(conn: Any) -> None:
     """Serve trials until told to stop or the pipe closes."""
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it (fails and re-queues the
+    # trial, then stops this worker); the worker must not die half-way through writing a checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = _State()
     while True:
         try:

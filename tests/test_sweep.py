@@ -1,0 +1,155 @@
+"""End-to-end sweeps on the tiny preset: real Optuna storage (SQLite), real MLflow store, real worker process."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from qtts_sweep.config import load_config
+from qtts_sweep.sweep import SweepDriver, budget_used, make_storage
+from qtts_sweep.sweep_spec import load_spec
+from qtts_sweep.tracking import STUDY_PREFIX
+
+# Cheap trials: few steps per epoch, two short val lines, greedy decoding with a small token cap.
+CHEAP = [
+    "train.max_steps_per_epoch=2",
+    "eval.max_lines=2",
+    "eval.batch_size=2",
+    "eval.decoding.frames_per_char=0.3",
+    "eval.decoding.min_frames=6",
+    "eval.metrics.mos=none",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def _paths(tmp: Path, tiny_model_dir: Path) -> list[str]:
+    return [f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}"]
+
+
+def _driver(tmp, tiny_model_dir, name="tiny", n_trials=4, extra=(), **spec_changes):
+    spec = dataclasses.replace(load_spec(name), n_trials=n_trials, **spec_changes)
+    base = [*CHEAP, *_paths(tmp, tiny_model_dir), *extra]
+    return SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None)
+
+
+def _study(tmp: Path, name: str = "tiny"):
+    return optuna.load_study(study_name=name, storage=make_storage(f"sqlite:///{tmp / 'optuna.db'}"))
+
+
+def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, tiny_model_dir):
+    outcome = _driver(tmp_path, tiny_model_dir, n_trials=4).run()
+    assert (outcome.completed, outcome.pruned + outcome.failed) == (
+        4 - outcome.pruned - outcome.failed,
+        outcome.pruned + outcome.failed,
+    )
+    study = _study(tmp_path)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert trials[0].params == {"train.lr": 3e-3, "eval.epoch": 4, "eval.lora_scale": 1.0}  # enqueued baseline
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(STUDY_PREFIX + "tiny")
+    children = client.search_runs([exp.experiment_id], "tags.qtts_role = 'trial'")
+    assert len(children) == 4 and all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in children)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    for t in done:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["optuna_trial_number"] == str(t.number)  # linked both ways
+        assert "objective" in run.data.metrics and "tf_talker_acc" in run.data.metrics
+        assert run.data.params["training_key"] == t.user_attrs["training_key"]
+        assert run.data.tags["mlflow.parentRunId"] == outcome.parent_run_id
+        wavs = [a.path for a in client.list_artifacts(run.info.run_id, "wavs")]
+        assert wavs and all(p.endswith(".wav") for p in wavs)
+        training = client.get_run(run.data.tags["training_run_id"])
+        assert training.data.tags["training_key"] == t.user_attrs["training_key"]
+    # Re-running the same command: the budget is a total, nothing new runs, the same parent run is used.
+    again = _driver(tmp_path, tiny_model_dir, n_trials=4).run()
+    assert again.trials_run == [] and again.parent_run_id == outcome.parent_run_id
+    # A bigger budget continues the numbering; the enqueued baseline is not added twice.
+    more = _driver(tmp_path, tiny_model_dir, n_trials=6).run()
+    assert more.trials_run == [4, 5]
+    params = [tuple(sorted(t.params.items())) for t in _study(tmp_path).get_trials()]
+    assert params.count((("eval.epoch", 4), ("eval.lora_scale", 1.0), ("train.lr", 3e-3))) >= 1
+    assert sum(budget_used(_study(tmp_path))) == 6
+
+
+def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("QTTS_TEST_CRASH", "1:segfault,2:raise")
+    driver = _driver(tmp_path, tiny_model_dir, n_trials=4)
+    outcome = driver.run()
+    trials = {t.number: t for t in _study(tmp_path).get_trials()}
+    assert trials[1].state.name == "FAIL" and "SIGSEGV" in trials[1].user_attrs["fail_reason"]
+    assert trials[2].state.name == "FAIL" and "injected failure" in trials[2].user_attrs["fail_reason"]
+    assert trials[3].state.name in ("COMPLETE", "PRUNED")
+    assert driver.worker.starts >= 2  # restarted after the segfault
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    failed = client.get_run(trials[1].user_attrs["mlflow_run_id"])
+    assert failed.info.status == "FAILED" and "SIGSEGV" in failed.data.tags["fail_reason"]
+    assert outcome.failed == 2
+
+
+def test_failure_rate_cap_stops_a_broken_sweep(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("QTTS_TEST_CRASH", ",".join(f"{i}:raise" for i in range(10)))
+    outcome = _driver(tmp_path, tiny_model_dir, n_trials=10, min_trials_for_failure_cap=3).run()
+    assert outcome.stopped_reason and "max_failure_rate" in outcome.stopped_reason
+    assert outcome.failed == 3 and outcome.completed == 0
+
+
+def _wait_for(predicate, timeout: float = 300) -> None:
+    t0 = time.time()
+    while not predicate():
+        if time.time() - t0 > timeout:
+            raise TimeoutError
+        time.sleep(0.5)
+
+
+def _states(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        try:
+            return [r[0] for r in con.execute("select state from trials order by number")]
+        except sqlite3.OperationalError:
+            return []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig):
+    db = tmp_path / "optuna.db"
+    sweep_file = tmp_path / "tiny3.yaml"  # the shipped tiny sweep with a budget of 3
+    sweep_file.write_text(
+        load_spec("tiny").source and Path(load_spec("tiny").source).read_text().replace("n_trials: 12", "n_trials: 3")
+    )
+    args = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep_file), *CHEAP, *_paths(tmp_path, tiny_model_dir)]
+    env = dict(os.environ)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Let one trial finish, then stop the driver while the next one is RUNNING.
+        _wait_for(lambda: _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1 and "RUNNING" in _states(db))
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGINT:
+        assert "RUNNING" not in _states(db)  # Ctrl-C leaves nothing running
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    study = _study(tmp_path)
+    assert sum(budget_used(study)) == 3  # budget exact
+    assert not [t for t in study.get_trials() if t.state.name in ("RUNNING", "WAITING")]
+    requeued = [t for t in study.get_trials() if "retry_of" in t.user_attrs]
+    assert len(requeued) == 1  # the interrupted trial ran again, once
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(STUDY_PREFIX + "tiny")
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and tags.qtts_role = 'trial'")
