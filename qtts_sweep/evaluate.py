@@ -157,21 +157,20 @@ def teacher_forced(synth: Synthesizer, lines: list[Line], batch_size: int) -> di
             role, text_ids = modeling.tokenize_line(synth.loaded.tts, line.text)
             ex = Example(role, text_ids, torch.tensor(line.codes, dtype=torch.long), synth.spk_embedding)
             r = compute_loss(synth.model, [ex], synth.cfg.train.subtalker_loss_weight)
-            out[line.id] = {
-                "tf_loss": r.loss.item(),
-                "tf_talker_acc": r.talker_acc,
-                "tf_subtalker_acc": r.subtalker_acc,
-            }
+            out[line.id] = {"tf_loss": r.loss.item(), "talker_acc": r.talker_acc, "code_acc": r.subtalker_acc}
     return out
 
 
 def _code_metrics(s: Synthesized) -> dict[str, float]:
+    """Generated frames, the no-EOS flag (its mean over lines is the no-EOS rate) and the frame-count error."""
+    from qtts_sweep.metrics.objective import frame_count_error
+
     gen = int(s.codes.shape[0])
-    out = {"gen_frames": float(gen), "no_eos": float(s.hit_cap)}
+    out = {"gen_frames": float(gen), "no_eos_rate": float(s.hit_cap)}
     if s.line.codes is not None:
         gt = len(s.line.codes)
         out["frame_ratio"] = gen / gt if gt else 0.0
-        out["frame_error"] = abs(math.log(max(gen, 1) / max(gt, 1)))
+        out["frame_count_error"] = frame_count_error(gen, gt)
     return out
 
 
@@ -214,7 +213,7 @@ def evaluate(
     checkpoint: Path | None,
 ) -> EvalResult:
     """Synthesize `lines` at (checkpoint, scale) `eval.num_seeds` times, score them, aggregate, cache."""
-    from qtts_sweep.metrics.objective import aggregate_lines, composite_score
+    from qtts_sweep.metrics.objective import aggregate_lines, composite_score, constraint_violations
 
     key = eval_key(training_key, epoch, scale, cfg.eval, lines)
     cached = load_cached(cfg.paths.runs_dir, key)
@@ -245,7 +244,9 @@ def evaluate(
             }
         )
     summary = aggregate_lines([r["metrics"] for r in rows])
-    objective = composite_score(summary, cfg.eval.objective.weights, summary.get("gt_spk_sim"))
+    objective = composite_score(summary, cfg.eval.objective.objective_weights(), summary.get("gt_spk_sim"))
+    violations = constraint_violations(summary, cfg.eval.objective.constraint_limits())
+    summary.update({f"constraint_{k}": v for k, v in violations.items()})
     payload = {
         "per_line": rows,
         "summary": summary,

@@ -15,10 +15,10 @@ from typing import Any
 from qtts_sweep.schema import Config
 
 TABLE_METRICS = (
-    "tf_talker_acc",
-    "tf_subtalker_acc",
-    "no_eos",
-    "frame_error",
+    "talker_acc",
+    "code_acc",
+    "no_eos_rate",
+    "frame_count_error",
     "duration_error",
     "tempo_drift",
     "spk_sim",

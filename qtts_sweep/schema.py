@@ -448,6 +448,62 @@ class MetricsConfig(_Validated):
 
 
 @dataclass
+class ObjectiveConfig(_Validated):
+    """The composite objective (`qtts_sweep.metrics.objective.composite_score`): term weights and constraints.
+
+    `weights` and `constraints` override the defaults of `ObjectiveWeights` / `ConstraintLimits`; conf/eval
+    spells every one out.
+    """
+
+    weights: dict[str, float] = field(default_factory=dict)
+    spk_sim_cap_to_gt: bool = True
+    missing: str = choice("renormalize", ("renormalize", "worst"), "a weighted metric that was not measured")
+    constraints: dict[str, float] = field(default_factory=dict)
+
+    def problems(self, prefix: str | None = "eval.objective") -> list[Problem]:
+        import difflib
+        import math
+
+        from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
+
+        out: list[Problem] = []
+        for section, known in (("weights", ObjectiveWeights().weights()), ("constraints", ConstraintLimits().limits())):
+            for name, value in getattr(self, section).items():
+                if name not in known:
+                    near = difflib.get_close_matches(name, list(known), n=1)
+                    out.append(
+                        Problem(
+                            f"{prefix}.{section}.{name}",
+                            value,
+                            "is not a known term",
+                            f"did you mean `{near[0]}`?" if near else f"use one of {sorted(known)}",
+                        )
+                    )
+                elif value is not None and (
+                    not isinstance(value, int | float) or not math.isfinite(value) or value < 0
+                ):
+                    out.append(
+                        Problem(
+                            f"{prefix}.{section}.{name}",
+                            value,
+                            "must be a finite number >= 0",
+                            "0 drops a weight; a limit of null disables a constraint",
+                        )
+                    )
+        return out
+
+    def objective_weights(self):
+        from qtts_sweep.metrics.objective import ObjectiveWeights
+
+        return ObjectiveWeights(**self.weights, spk_sim_cap_to_gt=self.spk_sim_cap_to_gt, missing=self.missing)
+
+    def constraint_limits(self):
+        from qtts_sweep.metrics.objective import ConstraintLimits
+
+        return ConstraintLimits(**self.constraints)
+
+
+@dataclass
 class EvalConfig(_Validated):
     """Which (checkpoint, scale) to evaluate, on which lines, decoded how."""
 
@@ -460,6 +516,7 @@ class EvalConfig(_Validated):
     batch_size: int = 4
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def problems(self, prefix: str | None = "eval") -> list[Problem]:
         out: list[Problem] = []
@@ -484,6 +541,7 @@ class EvalConfig(_Validated):
         _check(self.batch_size >= 1, out, f"{prefix}.batch_size", self.batch_size, "must be >= 1", "e.g. 4")
         out += self.decoding.problems(f"{prefix}.decoding")
         out += self.metrics.problems(f"{prefix}.metrics")
+        out += self.objective.problems(f"{prefix}.objective")
         return out
 
 

@@ -65,7 +65,7 @@ def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, 
     for t in done:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.data.tags["optuna_trial_number"] == str(t.number)  # linked both ways
-        assert "objective" in run.data.metrics and "tf_talker_acc" in run.data.metrics
+        assert "objective" in run.data.metrics and "talker_acc" in run.data.metrics
         assert run.data.params["training_key"] == t.user_attrs["training_key"]
         assert run.data.tags["mlflow.parentRunId"] == outcome.parent_run_id
         wavs = [a.path for a in client.list_artifacts(run.info.run_id, "wavs")]
