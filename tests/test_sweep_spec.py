@@ -53,8 +53,16 @@ def test_bad_sweep_files_report_every_problem(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_spec(str(bad))
     text = str(err.value)
-    for needle in ("log=True with a step", "cannot be searched", "low <= high", "must be one of", "n_trials",
-                   "one direction per objective", "cannot prune multi-objective", "exactly the searched"):
+    for needle in (
+        "log=True with a step",
+        "cannot be searched",
+        "low <= high",
+        "must be one of",
+        "n_trials",
+        "one direction per objective",
+        "cannot prune multi-objective",
+        "exactly the searched",
+    ):
         assert needle in text, needle
 
 
@@ -67,8 +75,9 @@ def test_suggest_uses_optunas_api_and_overrides_are_hydra_syntax():
 
 def _run_study(tmp_path, name: str, early_values: list[float]) -> list[dict]:
     spec = load_spec("tiny")
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / name}.db", sampler=make_sampler(spec),
-                                direction="maximize")
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / name}.db", sampler=make_sampler(spec), direction="maximize"
+    )
     seen = []
     for k in range(8):
         trial = study.ask()

@@ -1,0 +1,112 @@
+"""Real speech clips for metric tests, found where packages installed them; no downloads, nothing generated.
+
+Sources (each clip with the voice it belongs to, so tests can pick "a different speaker"):
+
+- LibriVox human speech: Debian package `pocketsphinx-testdata` (installed by `.ci/run`),
+  `/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-08*.wav` (16 kHz, one reader).
+- Two more human voices from the same package: `cards/005.wav` ("eight of spades four of clubs seven of hearts")
+  and `numbers.raw` (headerless 16 kHz 16-bit little-endian PCM).
+- CMU ARCTIC human speech shipped inside the `pysptk` PyPI package: `pysptk/example_audio_data/arctic_a0007.wav`.
+- The repo's espeak-ng demo clips (`data/demo/wavs/*.flac`, 22.05 kHz, synthetic).
+
+Everything is returned as mono float32 at 24 kHz (soxr, high quality), the rate the metrics are used at.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import DEMO_DIR
+
+SR = 24000  # the Qwen3-TTS codec rate: metrics see 24 kHz audio
+POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")  # Debian pocketsphinx-testdata's install path
+RAW_SR = 16000  # pocketsphinx-testdata's .raw files: 16 kHz, 16-bit little-endian mono (its test scripts say so)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clean recording: `voice` names the speaker, `human` says whether a person spoke it."""
+
+    name: str
+    voice: str
+    human: bool
+    source: str
+    wav: np.ndarray  # (samples,) float32 at 24 kHz
+
+
+def _to_24k(wav: np.ndarray, sr: int) -> np.ndarray:
+    import soxr
+
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 2:
+        wav = wav.mean(axis=1)
+    return soxr.resample(wav, sr, SR, quality="HQ").astype(np.float32) if sr != SR else wav
+
+
+def read_clip(path: Path) -> np.ndarray:
+    """Any clip file (or pocketsphinx .raw) as mono float32 at 24 kHz."""
+    import soundfile as sf
+
+    if path.suffix == ".raw":
+        return _to_24k(np.fromfile(path, dtype="<i2").astype(np.float32) / 32768.0, RAW_SR)
+    wav, sr = sf.read(str(path), dtype="float32")
+    return _to_24k(wav, sr)
+
+
+def pysptk_arctic() -> Path | None:
+    """Path of the CMU ARCTIC clip inside the installed pysptk package, None when pysptk is not installed."""
+    spec = importlib.util.find_spec("pysptk")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "example_audio_data" / "arctic_a0007.wav"
+    return path if path.is_file() else None
+
+
+# (name, voice, human, path or None): the clean set, in a fixed order. Voices: librivox (one reader), arctic,
+# cards, numbers (pocketsphinx test speakers), espeak.
+def _catalogue() -> list[tuple[str, str, bool, Path | None]]:
+    librivox = POCKETSPHINX_DATA / "librivox"
+    return [
+        ("librivox-0890", "librivox", True, librivox / "sense_and_sensibility_01_austen_64kb-0890.wav"),
+        ("librivox-0920", "librivox", True, librivox / "sense_and_sensibility_01_austen_64kb-0920.wav"),
+        ("arctic-a0007", "arctic", True, pysptk_arctic()),
+        ("cards-005", "cards", True, POCKETSPHINX_DATA / "cards" / "005.wav"),
+        ("numbers", "numbers", True, POCKETSPHINX_DATA / "numbers.raw"),
+        ("espeak-0076", "espeak", False, DEMO_DIR / "wavs" / "demo_0076.flac"),
+        ("espeak-0063", "espeak", False, DEMO_DIR / "wavs" / "demo_0063.flac"),
+    ]
+
+
+def missing_sources() -> list[str]:
+    """Human-readable list of clip sources that are not installed (empty when every clip is available)."""
+    missing = []
+    for name, _, _, path in _catalogue():
+        if path is None or not path.is_file():
+            where = "pip install pysptk" if name.startswith("arctic") else "apt-get install pocketsphinx-testdata"
+            if name.startswith("espeak"):
+                where = "the repo's data/demo"
+            missing.append(f"{name} ({path or 'pysptk not installed'}; fix: {where})")
+    return missing
+
+
+def clean_clips() -> list[Clip]:
+    """Every available clip of the catalogue (callers skip when `missing_sources()` is not empty)."""
+    return [
+        Clip(name, voice, human, str(path), read_clip(path))
+        for name, voice, human, path in _catalogue()
+        if path is not None and path.is_file()
+    ]
+
+
+def same_voice_extra(voice: str) -> list[np.ndarray]:
+    """Other recordings of a voice (not in the clean set), for same-speaker checks; empty when there are none."""
+    paths = {
+        "librivox": sorted((POCKETSPHINX_DATA / "librivox").glob("*-08[78]0.wav")),
+        "cards": [POCKETSPHINX_DATA / "cards" / "002.wav"],
+        "espeak": [DEMO_DIR / "wavs" / "demo_0021.flac"],
+    }.get(voice, [])
+    return [read_clip(p) for p in paths if p.is_file()]
