@@ -114,12 +114,12 @@ def recover_stale(study) -> list[int]:
             study._storage.set_trial_user_attr(t._trial_id, "stale", True)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             stale.append(t)
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     try:
-        heartbeat_failed = optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)  # heartbeat-based; returns nothing in Optuna 5
     except (AttributeError, TypeError, ValueError):  # storage without heartbeats (journal)
-        heartbeat_failed = []
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    stale += [by_number[n] for n in heartbeat_failed if n in by_number]
+        pass
+    stale += [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running]
     for t in stale:
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return [t.number for t in stale]
