@@ -177,3 +177,19 @@ def test_cli_train_twice_trains_nothing_the_second_time(tmp_path, capsys):
     assert "trained epochs [1, 2] from scratch" in first and "epoch-2" in first
     assert main(args) == 0
     assert "nothing to train: epochs [1, 2] already stored" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_training_on_a_reused_worker_model_equals_a_fresh_process(tmp_path):
+    from qtts_sweep.lora import apply_lora
+
+    a = _cfg(tmp_path / "reused", "train.lr=1e-3")
+    b = _cfg(tmp_path / "reused", "train.lr=3e-3")
+    loaded = modeling.load_model(a.model)
+    apply_lora(loaded.model, a.lora, seed=a.train.seed)
+    ensure_epoch(a, 1, progress=False, loaded=loaded)  # the worker trained another key first
+    reused = ensure_epoch(b, 1, progress=False, loaded=loaded)
+    fresh = ensure_epoch(_cfg(tmp_path / "fresh", "train.lr=3e-3"), 1, progress=False)
+    x = load_file(str(reused.checkpoint / "adapter.safetensors"))
+    y = load_file(str(fresh.checkpoint / "adapter.safetensors"))
+    assert reused.key == fresh.key and all(torch.equal(x[k], y[k]) for k in y)
