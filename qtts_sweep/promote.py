@@ -499,9 +499,9 @@ def format_promotion(r: PromotionResult) -> str:
     lines = [f"promoted trial {r.trial} to {r.bundle}"]
     if r.model_version:
         lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
-    lines.append(
-        "  test split (never used for selection): "
-        + ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.test_metrics.items()) if not k.endswith("_std"))
-    )
+    from qtts_sweep.report import TABLE_METRICS
+
+    shown = [k for k in ("objective", *TABLE_METRICS) if k in r.test_metrics]
+    lines.append("  test split (never used for selection): " + ", ".join(f"{k} {r.test_metrics[k]:.4g}" for k in shown))
     lines.append(f'  synthesize: qtts-sweep synth --production {r.bundle / BUNDLE_FILE} --text "Hello."')
     return "\n".join(lines)

@@ -242,6 +242,7 @@ class SweepDriver:
         self.base = [*spec.base, *base_overrides]
         self.log = log
         self.cfg0 = compose(self.base)
+        Path(self.cfg0.paths.runs_dir).mkdir(parents=True, exist_ok=True)  # SQLite stores live there
         self.storage_url = spec.storage or default_storage(self.cfg0.paths.runs_dir)
         self.worker = WorkerHandle()
 

@@ -247,9 +247,10 @@ def suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
         elif p.type == "int":
             out[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
         else:
-            out[name] = trial.suggest_float(
+            v = trial.suggest_float(
                 name, float(p.low), float(p.high), log=p.log, step=float(p.step) if p.step else None
             )
+            out[name] = round(v, 10) if p.step else v  # 0.6000000000000001 -> 0.6: one point, one eval cache key
     return out
 
 

@@ -68,6 +68,8 @@ class MlflowTracker(NullTracker):
         from mlflow import MlflowClient
 
         self.cfg = cfg
+        if cfg.tracking_uri.startswith("sqlite:///"):
+            Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
         self._experiments: dict[str, str] = {}
 
