@@ -28,7 +28,6 @@ def target_regex(cfg: LoraConfig) -> str:
 
 def apply_lora(model: Any, cfg: LoraConfig, seed: int) -> list[str]:
     """Inject LoRA layers (seeded init), freeze everything else; return the adapted module names."""
-    import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import inject_adapter_in_model
 
