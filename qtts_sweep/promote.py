@@ -460,9 +460,6 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
         spk_id = next(i for i in range(tcfg.vocab_size - 1, tcfg.vocab_size - 1024, -1) if i not in taken)
         with torch.no_grad():
             model.talker.get_input_embeddings().weight[spk_id] = synth.spk_embedding.to(model.dtype)
-        model.config.tts_model_type = "custom_voice"
-        tcfg.spk_id = {name: spk_id}
-        tcfg.spk_is_dialect = {name: False}
         model.speaker_encoder = None  # a custom-voice config builds none
         base = _base_folder(bundle, cfg.model.local_files_only)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -478,7 +475,16 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
                     continue
                 dst = stage / item.name
                 shutil.copytree(item, dst) if item.is_dir() else shutil.copy2(item, dst)
-            model.save_pretrained(stage, safe_serialization=True)
+            # Not save_pretrained: its config diffing trips over the loaded sub-configs' `dtype` (transformers
+            # 4.57); the full config dict and safetensors' shared-tensor-aware writer give the same folder layout.
+            from safetensors.torch import save_model
+
+            save_model(model, str(stage / "model.safetensors"), metadata={"format": "pt"})
+            config = json.loads((base / "config.json").read_text())  # same architecture: edit only what changed
+            config["tts_model_type"] = "custom_voice"
+            config["talker_config"]["spk_id"] = {name: spk_id}
+            config["talker_config"]["spk_is_dialect"] = {name: False}
+            (stage / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             from qtts_sweep.tiny import _normalize_json_files
 
             _normalize_json_files(stage)  # drop the empty speaker-encoder model_type that breaks reloading

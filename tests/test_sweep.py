@@ -156,13 +156,21 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
 
 
 def test_median_pruner_stops_a_bad_lr_early_and_spares_the_good_ones(tmp_path, tiny_model_dir):
-    enqueue = [{"train.lr": 3e-3, "eval.epoch": 4, "eval.lora_scale": 1.0},
-               {"train.lr": 1e-3, "eval.epoch": 4, "eval.lora_scale": 1.0},
-               {"train.lr": 3e-7, "eval.epoch": 4, "eval.lora_scale": 1.0}]  # barely moves: worse at every epoch
+    enqueue = [
+        {"train.lr": 3e-3, "eval.epoch": 4, "eval.lora_scale": 1.0},
+        {"train.lr": 1e-3, "eval.epoch": 4, "eval.lora_scale": 1.0},
+        {"train.lr": 3e-7, "eval.epoch": 4, "eval.lora_scale": 1.0},
+    ]  # barely moves: worse at every epoch
     spec_space = load_spec("tiny").space
     spec_space = {**spec_space, "train.lr": dataclasses.replace(spec_space["train.lr"], choices=[3e-3, 1e-3, 3e-7])}
-    driver = _driver(tmp_path, tiny_model_dir, n_trials=3, enqueue=enqueue, space=spec_space,
-                     pruner_kwargs={"n_startup_trials": 2, "n_warmup_steps": 1})
+    driver = _driver(
+        tmp_path,
+        tiny_model_dir,
+        n_trials=3,
+        enqueue=enqueue,
+        space=spec_space,
+        pruner_kwargs={"n_startup_trials": 2, "n_warmup_steps": 1},
+    )
     driver.run()
     trials = _study(tmp_path).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
@@ -181,7 +189,10 @@ def test_median_pruner_stops_a_bad_lr_early_and_spares_the_good_ones(tmp_path, t
 @pytest.mark.parametrize("name", ["default", "grid", "scale_only", "tiny"])
 def test_every_shipped_sweep_runs_two_trials_on_the_tiny_preset(tmp_path, tiny_model_dir, name):
     # Real-model sweeps run on the tiny preset with a 10-epoch horizon of 1-step epochs.
-    extra = [] if name == "tiny" else ["model=tiny", "train.max_epochs=10", "train.epochs=10", "eval.epoch=10",
-                                       "train.max_steps_per_epoch=1"]
+    extra = (
+        []
+        if name == "tiny"
+        else ["model=tiny", "train.max_epochs=10", "train.epochs=10", "eval.epoch=10", "train.max_steps_per_epoch=1"]
+    )
     outcome = _driver(tmp_path, tiny_model_dir, name=name, n_trials=2, extra=extra).run()
     assert outcome.completed + outcome.pruned == 2 and outcome.failed == 0
