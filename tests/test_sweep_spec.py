@@ -46,7 +46,8 @@ def test_bad_sweep_files_report_every_problem(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "n_trials: 0\nsampler: annealing\npruner: median\nobjective: multi\nobjectives: [a, b]\n"
-        "directions: [maximize]\nspace:\n  train.lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true, step: 1.0e-6}\n"
+        "directions: [maximize]\nspace:\n"
+        "  train.lr: {type: float, low: 1.0e-6, high: 1.0e-3, log: true, step: 1.0e-6}\n"
         "  model.name: {type: categorical, choices: [x]}\n  eval.epoch: {type: int, low: 5, high: 2}\n"
         "enqueue:\n  - {train.lr: 1.0e-5}\n"
     )
