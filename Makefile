@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format clean
+.PHONY: help install demo sweep test test-fast lint format clean
+SWEEP ?= tiny
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -14,7 +15,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	$(PY) -m pip check
 	@touch $(STAMP)
 
@@ -22,6 +23,9 @@ install: $(STAMP) ## create .venv and install the package (quick no-op when up t
 
 demo: install ## run the tiny preset end to end, offline, and say where output went
 	$(VENV)/bin/qtts-sweep demo
+
+sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name in sweeps/ or a path)
+	$(VENV)/bin/qtts-sweep sweep $(SWEEP) $(ARGS)
 
 test: install ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -138,7 +138,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from qtts_sweep.config import load_config
     from qtts_sweep.demo import run_demo
 
-    run_demo(load_config(["experiment=tiny_demo", *args.overrides], args.config_dir))
+    overrides = ["experiment=tiny_demo", *args.overrides]
+    run_demo(load_config(overrides, args.config_dir), list(args.overrides))
     return 0
 
 
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("demo", help="run the tiny preset end to end as far as the code goes")
+    p = sub.add_parser("demo", help="the whole workflow on the tiny preset: prepare, sweep, promote, synthesize")
     _add_config_args(p)
     p.set_defaults(func=_cmd_demo)
 

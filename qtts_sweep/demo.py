@@ -1,66 +1,47 @@
-"""`make demo` / `qtts-sweep demo`: the tiny preset end to end, as far as the pipeline goes today.
+"""`make demo` / `qtts-sweep demo`: the whole workflow on the tiny preset, offline, then where to look.
 
-Prepares the demo dataset (validate, resample to 24 kHz, split, codec codes; cached), loads the tiny model
-through `Qwen3TTSModel.from_pretrained`, computes the speaker embedding of the prepared reference clip,
-synthesizes one val line and says where everything went.
+1. prepare the demo dataset (validate, resample to 24 kHz, split, codec codes; cached);
+2. run the `tiny` sweep (12 trials of lr x epoch x LoRA scale) as a Hydra multirun through the qtts sweeper;
+3. promote the best trial to a production bundle (scored once on the test split, registered in MLflow);
+4. synthesize one line from the bundle;
+5. print the best trial and the commands that open the MLflow UI and optuna-dashboard on 127.0.0.1.
+
+Re-running it resumes the finished study: nothing is trained or scored again.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from qtts_sweep.schema import Config
 
-
-def max_new_tokens_for(text: str, frames_per_char: float, min_frames: int) -> int:
-    """Token cap from the text length: a line that reaches it never emitted EOS."""
-    return int(frames_per_char * len(text)) + min_frames
+DEMO_SWEEP = "tiny"
+DEMO_LINE = "Hello, this is the promoted tiny voice; its weights were random, so expect noise."
 
 
-def run_demo(cfg: Config) -> Path:
-    import soundfile as sf
-
-    from qtts_sweep import modeling
+def run_demo(cfg: Config, overrides: list[str]) -> None:
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
+    from qtts_sweep.promote import BUNDLE_FILE, format_promotion, production_synth, promote
+    from qtts_sweep.sweep import closing_lines, default_storage, launch
+    from qtts_sweep.sweep_spec import load_spec
 
     t0 = time.perf_counter()
-    out_dir = Path(cfg.paths.runs_dir) / "demo"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[1/4] preparing dataset `{cfg.data.name}`")
-    ds = prepare_dataset(cfg)
-    print(format_summary(ds))
-    print(f"[2/4] model: {cfg.model.name} ({cfg.model.source})")
-    loaded = modeling.load_model(cfg.model)
-    print(f"[3/4] speaker embedding from {ds.ref_audio}")
-    emb = modeling.speaker_embedding(loaded, modeling.load_audio_24k(ds.ref_audio))
-    dec = cfg.eval.decoding
-    line = ds.splits[cfg.eval.split][0]["text"]
-    print(f"[4/4] synthesizing the first {cfg.eval.split} line ({dec.mode} decoding, seed {dec.seed}): {line!r}")
-    wavs, sr = modeling.synthesize_voice_clone(
-        loaded,
-        [line],
-        emb,
-        seed=dec.seed,
-        max_new_tokens=max_new_tokens_for(line, dec.frames_per_char, dec.min_frames),
-        do_sample=dec.mode == "sample",
-        temperature=dec.temperature,
-        top_k=dec.top_k,
-        top_p=dec.top_p,
-        repetition_penalty=dec.repetition_penalty,
-        subtalker_dosample=dec.mode == "sample",
-        subtalker_temperature=dec.subtalker_temperature,
-        subtalker_top_k=dec.subtalker_top_k,
-        subtalker_top_p=dec.subtalker_top_p,
-    )
-    wav_path = out_dir / "tiny_line.wav"
-    sf.write(wav_path, wavs[0], sr)
-    secs = len(wavs[0]) / sr
+    spec = load_spec(DEMO_SWEEP)
+    print(f"[1/4] preparing dataset `{cfg.data.name}`", flush=True)
+    print(format_summary(prepare_dataset(cfg)), flush=True)
+    print(f"\n[2/4] sweep `{DEMO_SWEEP}`: {spec.n_trials} trials over lr x epoch x LoRA scale", flush=True)
+    launch(DEMO_SWEEP, overrides)
+    storage = default_storage(cfg.paths.runs_dir)
+    print("\n[3/4] promoting the best trial", flush=True)
+    result = promote(cfg, spec.study_name, storage)
+    print(format_promotion(result), flush=True)
+    print("\n[4/4] synthesizing one line from the bundle", flush=True)
+    print(production_synth(cfg, str(result.bundle / BUNDLE_FILE), [DEMO_LINE]), flush=True)
+    print(f"\nDemo done in {time.perf_counter() - t0:.0f} s. Where to look:")
+    print(f"  everything      : {cfg.paths.runs_dir}")
     print(
-        f"\nDone in {time.perf_counter() - t0:.1f} s.\n"
-        f"  dataset      : {ds.dir} (hash {ds.hash})\n"
-        f"  model folder : {loaded.source}\n"
-        f"  audio        : {wav_path} ({secs:.2f} s at {sr} Hz; random weights, so it is noise)\n"
-        "Next: training, the sweep and promotion land with the following issues."
+        f"  sweep report    : {cfg.paths.runs_dir}/sweeps/{spec.study_name}/report/ (top_trials.txt, plots, "
+        "listening.html)"
     )
-    return wav_path
+    print(f"  bundle          : {result.bundle}")
+    print(closing_lines(cfg, spec.study_name, storage))

@@ -327,7 +327,7 @@ def trial_config(cfg: Config, ckpt: Path, trial) -> Config:
     saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(ckpt / "config.yaml"))
     tcfg: Config = OmegaConf.to_object(saved)
     epoch = int(trial.params.get("eval.epoch", tcfg.eval.epoch))
-    scale = float(trial.params.get("eval.lora_scale", tcfg.eval.lora_scale))
+    scale = round(float(trial.params.get("eval.lora_scale", tcfg.eval.lora_scale)), 10)  # as the sweep ran it
     return dataclasses.replace(
         tcfg,
         paths=cfg.paths,

@@ -553,6 +553,9 @@ def launch(name: str, overrides: list[str], config_dir: str | None = None) -> in
         f"hydra.sweeper.sweep={spec.source}",
         f"hydra.sweep.dir={sweep_dir}/hydra",
         "hydra.job.chdir=false",
+        # Hydra's logging config would route every library's INFO messages to the console.
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
     ]
     if config_dir:
         argv += ["--config-dir", str(Path(config_dir).resolve())]
