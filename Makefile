@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package (quick no-op when up to date)
 
-demo: install ## run the tiny preset end to end, offline, and say where output went
+demo: install ## a whole sweep on the tiny preset, offline: prepare, sweep, promote, synth; prints where to look
 	$(VENV)/bin/qtts-sweep demo
 
 sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name in sweeps/ or a path)

@@ -143,3 +143,137 @@ def bench_train(
     print("target: ratio <= 1.05")
     print(f"ratio: {ratio:.3f}")
     return ratio
+
+
+BENCH_SWEEP_OVERRIDES = [
+    "experiment=tiny_demo",
+    "eval.max_lines=2",
+    "eval.batch_size=2",
+    "eval.metrics.mos=none",
+    "eval.decoding.frames_per_char=0.5",
+    "eval.decoding.min_frames=10",
+]
+
+
+def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float:
+    """(a) a sweep with checkpoint reuse vs (b) the same trial parameters, each trained from scratch.
+
+    (a) runs the real driver (worker process, Optuna SQLite, MLflow off) over lr x epoch x scale on the tiny
+    preset, random sampler, no pruning. (b) replays (a)'s parameters in order the way a plain Hydra + Optuna setup
+    runs them: every trial loads the model, trains from scratch to its epoch (a store of its own) and scores
+    without any cache. Prints epochs trained by each, the lower bound (distinct training keys x highest epoch
+    asked of each), (a)'s orchestration overhead, and `ratio: <a/b wall time>`.
+    """
+    import dataclasses
+
+    import optuna
+
+    from qtts_sweep.config import load_config
+    from qtts_sweep.sweep import SweepDriver, make_storage
+    from qtts_sweep.sweep_spec import load_spec, overrides_for
+
+    base = [*BENCH_SWEEP_OVERRIDES, "tracking=none", *(overrides or [])]
+    spec = dataclasses.replace(
+        load_spec("tiny"), study_name="bench", n_trials=n_trials, sampler="random", pruner="none", enqueue=[]
+    )
+    with tempfile.TemporaryDirectory(prefix="qtts-bench-sweep-") as tmp:
+        runs_a, runs_b = Path(tmp) / "a", Path(tmp) / "b"
+        from qtts_sweep.tiny import build_tiny_model
+
+        models = Path(tmp) / "models"
+        build_tiny_model(models / "tiny-seed0", seed=0)
+        common = [*base, f"paths.models_dir={models}"]
+        load_config([*common, f"paths.runs_dir={runs_a}"])
+        timings: list[dict] = []
+        driver = SweepDriver(
+            spec,
+            lambda ov: load_config(ov),
+            [*common, f"paths.runs_dir={runs_a}"],
+            log=lambda m: print(m, flush=True) if "objective" in m else None,
+        )
+        original = driver._follow
+
+        def follow(study, trial, tracker, run_id, params, cfg):  # record the worker's own timings
+            number = original(study, trial, tracker, run_id, params, cfg)
+            t = study.trials[number]
+            timings.append({"trained": t.user_attrs.get("trained_epochs", []), **t.user_attrs.get("timings", {})})
+            return number
+
+        driver._follow = follow
+        t0 = time.perf_counter()
+        outcome = driver.run()
+        wall_a = time.perf_counter() - t0
+        study = optuna.load_study(study_name="bench", storage=make_storage(driver.storage_url))
+        trials = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+        epochs_a = sum(len(t["trained"]) for t in timings)
+        work_a = sum(t.get("train_s", 0) + t.get("eval_s", 0) for t in timings) + outcome.base_eval_s
+        # one-time: waiting for the worker's spawn, imports and model load, then the first data check
+        startup = driver.worker.warm_wait + (timings[0].get("setup_s", 0.0) if timings else 0.0)
+        keys: dict[str, int] = {}
+        for t in trials:
+            k = t.user_attrs["training_key"]
+            keys[k] = max(keys.get(k, 0), t.params["eval.epoch"])
+        bound = sum(keys.values())
+        t0 = time.perf_counter()
+        epochs_b = _replay_without_reuse(
+            [t.params for t in trials], [*common, f"paths.runs_dir={runs_b}"], overrides_for
+        )
+        wall_b = time.perf_counter() - t0
+    overhead = wall_a - work_a
+    print(f"(a) with reuse   : {len(trials)} trials, {epochs_a} epochs trained, {wall_a:.1f} s")
+    print(f"(b) without reuse: {len(trials)} trials, {epochs_b} epochs trained, {wall_b:.1f} s")
+    print(
+        f"lower bound      : {bound} epochs ({len(keys)} training keys x highest epoch asked of each); "
+        f"(a)/bound = {epochs_a / max(bound, 1):.2f} (target <= 1.1)"
+    )
+    print(f"orchestration overhead of (a): {overhead:.1f} s = {overhead / wall_a:.1%} of its wall time (target <= 10%)")
+    print(
+        f"  of which one-time worker start (spawn, imports, data check, model load): {startup:.1f} s; "
+        f"per trial: {(overhead - startup) / max(len(trials), 1):.2f} s "
+        f"({(overhead - startup) / wall_a:.1%} of (a) without the start-up)"
+    )
+    ratio = wall_a / wall_b
+    print("target: ratio <= 0.5")
+    print(f"ratio: {ratio:.3f}")
+    return ratio
+
+
+def _replay_without_reuse(params_list: list[dict], base: list[str], overrides_for) -> int:
+    """Each trial from scratch: model load, training to its epoch in a store of its own, uncached scoring."""
+    from qtts_sweep import modeling
+    from qtts_sweep.config import load_config
+    from qtts_sweep.evaluate import MetricSuite, evaluate, held_out_lines
+    from qtts_sweep.synth import Synthesizer
+    from qtts_sweep.train import ensure_epoch, resolve_run
+
+    epochs = 0
+    for i, params in enumerate(params_list):
+        cfg = load_config([*base, *overrides_for(params)])
+        cfg = dataclasses_replace_store(cfg, i)
+        run = resolve_run(cfg)
+        result = ensure_epoch(cfg, cfg.eval.epoch, run=run, progress=False)
+        epochs += len(result.trained)
+        synth = Synthesizer(cfg)
+        suite = MetricSuite(cfg, synth)
+        ref = modeling.load_audio_24k(run.dataset.ref_audio)
+        lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
+        evaluate(
+            cfg,
+            synth,
+            suite,
+            lines,
+            ref,
+            run.key,
+            cfg.eval.epoch,
+            cfg.eval.lora_scale,
+            result.checkpoint,
+            use_cache=False,
+        )
+        print(f"replay {i}: trained {len(result.trained)} epochs", flush=True)
+    return epochs
+
+
+def dataclasses_replace_store(cfg, i: int):
+    import dataclasses
+
+    return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, store_dir=f"{cfg.paths.store_dir}/{i}"))

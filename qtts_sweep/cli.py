@@ -129,6 +129,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "prep":
         bench.bench_prep(args.overrides)
+    elif args.what == "sweep":
+        bench.bench_sweep(n_trials=args.trials, overrides=args.overrides)
     elif args.what == "train":
         bench.bench_train(shape=args.shape, device=args.device, batch_sizes=tuple(args.batch_sizes), steps=args.steps)
     return 0
@@ -226,13 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
         "what",
-        choices=["prep", "train"],
-        help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift",
+        choices=["prep", "train", "sweep"],
+        help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift; "
+        "sweep: reuse vs retrain-per-trial",
     )
     p.add_argument("--shape", default="mid", choices=["tiny", "mid", "1.7b"], help="train: random model shape")
     p.add_argument("--device", default="cpu", help="train: cpu or cuda[:N]")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[2], help="train: batch sizes to measure")
     p.add_argument("--steps", type=int, default=30, help="train: measured steps per variant")
+    p.add_argument("--trials", type=int, default=24, help="sweep: trials of the reuse sweep")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
     p.set_defaults(func=_cmd_bench)
 

@@ -211,12 +211,16 @@ def evaluate(
     epoch: int | None,
     scale: float,
     checkpoint: Path | None,
+    use_cache: bool = True,
 ) -> EvalResult:
-    """Synthesize `lines` at (checkpoint, scale) `eval.num_seeds` times, score them, aggregate, cache."""
+    """Synthesize `lines` at (checkpoint, scale) `eval.num_seeds` times, score them, aggregate, cache.
+
+    `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`).
+    """
     from qtts_sweep.metrics.objective import aggregate_lines, composite_score, constraint_violations
 
     key = eval_key(training_key, epoch, scale, cfg.eval, lines)
-    cached = load_cached(cfg.paths.runs_dir, key)
+    cached = load_cached(cfg.paths.runs_dir, key) if use_cache else None
     if cached is not None:
         return cached
     import soundfile as sf

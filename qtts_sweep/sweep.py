@@ -18,13 +18,14 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qtts_sweep.schema import Config, ValidationError
-from qtts_sweep.sweep_spec import SweepSpec, overrides_for, suggest
+from qtts_sweep.sweep_spec import SweepSpec, apply_params, overrides_for, suggest
 
 HEARTBEAT_S = 5  # trial heartbeat period; a RUNNING trial silent for GRACE_S is stale
 GRACE_S = 20
@@ -41,6 +42,7 @@ class SweepOutcome:
     best: dict[str, Any] | None
     stopped_reason: str | None = None
     base_eval_dir: str | None = None
+    base_eval_s: float = 0.0
     parent_run_id: str | None = None
     trials_run: list[int] = field(default_factory=list)
 
@@ -169,6 +171,8 @@ class WorkerHandle:
         self.proc = None
         self.conn = None
         self.starts = 0
+        self.warming = False
+        self.warm_wait = 0.0  # seconds the driver waited for the worker's start-up (benchmark accounting)
 
     def ensure(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -185,6 +189,14 @@ class WorkerHandle:
     def send(self, msg: tuple) -> None:
         self.conn.send(msg)
 
+    def settle(self) -> None:
+        """Consume the warm-up reply, if one is pending (a dead worker is noticed by the next recv)."""
+        if self.warming:
+            self.warming = False
+            t0 = time.perf_counter()
+            self.recv()
+            self.warm_wait += time.perf_counter() - t0
+
     def recv(self) -> tuple:
         """Next message; ("died", exitcode) when the worker process is gone."""
         while True:
@@ -195,6 +207,7 @@ class WorkerHandle:
                     pass
             if not self.proc.is_alive():
                 self.proc.join()
+                self.warming = False
                 return ("died", self.proc.exitcode)
 
     def stop(self) -> None:
@@ -228,7 +241,11 @@ def _crash_plan() -> dict[int, str]:
 
 
 class SweepDriver:
-    """Runs one study to its budget. `compose(overrides) -> Config` builds (and validates) a trial's config."""
+    """Runs one study to its budget.
+
+    `compose(overrides) -> Config` builds and validates the base config once (Hydra); each trial's config is the
+    base with the sampled leaves applied (`apply_params`).
+    """
 
     def __init__(
         self,
@@ -263,7 +280,12 @@ class SweepDriver:
 
     def run(self) -> SweepOutcome:
         from qtts_sweep.tracking import make_tracker
+        from qtts_sweep.worker import TrialRequest
 
+        # Start the worker now: its imports and model load overlap the study setup below.
+        self.worker.ensure()
+        self.worker.send(("warm", TrialRequest(-2, self.cfg0)))
+        self.worker.warming = True
         study = self.open_study()
         tracker = make_tracker(self.cfg0.tracking)
         stale = recover_stale(study)
@@ -300,14 +322,14 @@ class SweepDriver:
                     break
                 number = self._one_trial(study, tracker, parent, crash)
                 outcome.trials_run.append(number)
-            outcome.base_eval_dir = self._base_eval()
+            outcome.base_eval_dir, outcome.base_eval_s = self._base_eval()
         finally:
             self.worker.stop()
         outcome.completed, outcome.pruned, outcome.failed = budget_used(study)
         outcome.best = best_trial_summary(study, self.spec)
         return outcome
 
-    def _base_eval(self) -> str | None:
+    def _base_eval(self) -> tuple[str | None, float]:
         """Base-model audio of the val lines for the listening page (cached like any evaluation)."""
         from qtts_sweep.worker import TrialRequest
 
@@ -316,11 +338,11 @@ class SweepDriver:
             self.worker.send(("trial", TrialRequest(-1, self.cfg0, base=True)))
             msg = self.worker.recv()
         except (OSError, EOFError):
-            return None
+            return None, 0.0
         if msg[0] != "done":
             self.log(f"base-model reference audio not available: {msg[1:]}")
-            return None
-        return msg[1]["eval_dir"]
+            return None, 0.0
+        return msg[1]["eval_dir"], msg[1]["timings"]["eval_s"]
 
     def _failure_cap(self, done: tuple[int, int, int]) -> str | None:
         total = sum(done)
@@ -349,10 +371,11 @@ class SweepDriver:
                 trial.set_user_attr("mlflow_run_id", run_id)
             self.log(f"trial {trial.number}: {overrides_for(params)}")
             try:
-                cfg = self.compose([*self.base, *overrides_for(params)])
+                cfg = apply_params(self.cfg0, params)
             except ValidationError as exc:
                 return self._fail(study, trial, tracker, run_id, "invalid trial config", str(exc))
             self.worker.ensure()
+            self.worker.settle()
             self.worker.send(("trial", TrialRequest(trial.number, cfg, crash.get(trial.number))))
             return self._follow(study, trial, tracker, run_id, params, cfg)
         except KeyboardInterrupt:
@@ -377,9 +400,7 @@ class SweepDriver:
                 _, epoch, metrics, reused, key = msg
                 steps[epoch] = metrics
                 if training_run is None and tracker.enabled:
-                    from qtts_sweep.train import resolve_run
-
-                    training_run = tracker.training_run(key, resolve_run(cfg).material)
+                    training_run = tracker.training_run(key, _material(cfg, key))
                 if not reused:
                     store_dir = Path(cfg.paths.store_dir) / key / f"epoch-{epoch}"
                     tracker.log_training_epoch(training_run, epoch, metrics, store_dir)
@@ -395,6 +416,7 @@ class SweepDriver:
                 for k in ("training_key", "checkpoint", "eval_dir"):
                     trial.set_user_attr(k, result[k])
                 trial.set_user_attr("trained_epochs", result["trained"])
+                trial.set_user_attr("timings", result.get("timings", {}))
                 trial.set_user_attr("reused", not result["trained"])
                 trial.set_user_attr("summary", {k: v for k, v in result["summary"].items() if not k.endswith("_std")})
                 values = self._values(result)
@@ -451,6 +473,14 @@ class SweepDriver:
         )
         self.log(f"trial {trial.number}: FAILED ({reason})")
         return trial.number
+
+
+def _material(cfg: Config, key: str) -> dict:
+    """The key material the worker stored beside the checkpoints (no data check needed in the driver)."""
+    import json
+
+    path = Path(cfg.paths.store_dir) / key / "key.json"
+    return json.loads(path.read_text())
 
 
 def _redact(url: str) -> str:

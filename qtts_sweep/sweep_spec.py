@@ -352,3 +352,34 @@ def _describe(p: ParamSpec) -> str:
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
     names = list(spec.space)
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid_space(spec)[n] for n in names))]
+
+
+def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
+    """The trial's config: `cfg` with the sampled leaves replaced, every rule re-checked (all problems at once).
+
+    Equivalent to composing the base overrides plus `overrides_for(params)` with Hydra, since searched params are
+    plain leaves of the schema (`TRAINING_PARAMS`, `EVAL_PARAMS`), but costs microseconds instead of a composition
+    per trial.
+    """
+    import dataclasses
+
+    from qtts_sweep.schema import cross_group_problems
+
+    by_group: dict[str, dict[str, Any]] = {}
+    for dotted, value in params.items():
+        group, leaf = dotted.split(".", 1)
+        by_group.setdefault(group, {})[leaf] = value
+    problems: list[Problem] = []
+    changed = {}
+    for group, leaves in by_group.items():
+        try:
+            changed[group] = dataclasses.replace(getattr(cfg, group), **leaves)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems, "trial config")
+    out = dataclasses.replace(cfg, **changed)
+    problems = cross_group_problems(out)
+    if problems:
+        raise ConfigError(problems, "trial config")
+    return out

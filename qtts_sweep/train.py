@@ -53,13 +53,17 @@ class TrainResult:
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per epoch, reused ones included
 
 
-def resolve_run(cfg: Config, dataset: PreparedDataset | None = None) -> TrainingRun:
-    """Prepare (cached) the data and compute the training key; loads no model."""
+def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: str | None = None) -> TrainingRun:
+    """Prepare (cached) the data and compute the training key; loads no model.
+
+    A sweep worker passes the dataset and model identity it already checked (they do not change mid-sweep).
+    """
     from qtts_sweep.data.audio import sha256_file
     from qtts_sweep.modeling import ensure_model_folder
 
     ds = dataset or prepare_dataset(cfg)
-    material = key_material(cfg, ds.hash, sha256_file(ds.ref_audio), model_identity(ensure_model_folder(cfg.model)))
+    model_id = model_id or model_identity(ensure_model_folder(cfg.model))
+    material = key_material(cfg, ds.hash, sha256_file(ds.ref_audio), model_id)
     store = CheckpointStore(cfg.paths.store_dir)
     key = training_key(material)
     return TrainingRun(key=key, material=material, dataset=ds, store=store)

@@ -6,8 +6,8 @@ the val lines at the trial's LoRA scale, and returns plain data. A segfault or o
 this process down: the driver records the trial as failed and starts a new worker.
 
 Messages (tuples over a `multiprocessing` Pipe):
-  driver -> worker: ("trial", TrialRequest) | ("prune", bool) | ("stop",)
-  worker -> driver: ("epoch", epoch, metrics, reused, training_key) | ("done", dict) | ("pruned", epoch)
+  driver -> worker: ("warm", TrialRequest) | ("trial", TrialRequest) | ("prune", bool) | ("stop",)
+  worker -> driver: ("warmed",) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict) | ("pruned", epoch)
                     | ("failed", kind, message)
 """
 
@@ -45,6 +45,25 @@ class _State:
         self.identity: tuple | None = None
         self.synth: Any = None
         self.suite: Any = None
+        self.datasets: dict[tuple, Any] = {}
+        self.model_ids: dict[str, str] = {}
+
+    def model_id(self, cfg: Config) -> str:
+        from qtts_sweep.modeling import ensure_model_folder
+        from qtts_sweep.store import model_identity
+
+        if cfg.model.source not in self.model_ids:
+            self.model_ids[cfg.model.source] = model_identity(ensure_model_folder(cfg.model))
+        return self.model_ids[cfg.model.source]
+
+    def dataset(self, cfg: Config) -> Any:
+        """The prepared dataset, checked once per worker (a sweep does not change its data under its own feet)."""
+        from qtts_sweep.data.prepare import prepare_dataset
+
+        key = (dataclasses.astuple(cfg.data), cfg.model.source, cfg.paths.data_dir, cfg.paths.runs_dir)
+        if key not in self.datasets:
+            self.datasets[key] = prepare_dataset(cfg, progress=False)
+        return self.datasets[key]
 
     def ensure(self, cfg: Config) -> None:
         from qtts_sweep.evaluate import MetricSuite
@@ -80,7 +99,7 @@ def run_trial(req: TrialRequest, state: _State, conn: Any) -> dict[str, Any]:
     cfg = req.config
     _test_crash(req.crash)
     t0 = time.perf_counter()
-    run = resolve_run(cfg)
+    run = resolve_run(cfg, state.dataset(cfg), state.model_id(cfg))
     state.ensure(cfg)
     synth = state.synth
     t_setup = time.perf_counter() - t0
@@ -131,18 +150,21 @@ def run_trial(req: TrialRequest, state: _State, conn: Any) -> dict[str, Any]:
 
 def run_base(req: TrialRequest, state: _State) -> dict[str, Any]:
     """The base model on the val lines with the same speaker embedding and decoding (scale 0, no adapter)."""
+    import time
+
     from qtts_sweep import modeling
     from qtts_sweep.evaluate import evaluate, held_out_lines
     from qtts_sweep.train import resolve_run
 
     cfg = req.config
-    run = resolve_run(cfg)
+    run = resolve_run(cfg, state.dataset(cfg), state.model_id(cfg))
     state.ensure(cfg)
     ref_wav = modeling.load_audio_24k(run.dataset.ref_audio)
     state.synth.use(None, 0.0, modeling.speaker_embedding(state.synth.loaded, ref_wav))
     lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
+    t0 = time.perf_counter()
     ev = evaluate(cfg, state.synth, state.suite, lines, ref_wav, "base", None, 0.0, None)
-    return {"eval_dir": str(ev.dir), "objective": ev.objective}
+    return {"eval_dir": str(ev.dir), "objective": ev.objective, "timings": {"eval_s": time.perf_counter() - t0}}
 
 
 def worker_main(conn: Any) -> None:
@@ -161,6 +183,14 @@ def worker_main(conn: Any) -> None:
         if msg[0] == "stop":
             return
         req: TrialRequest = msg[1]
+        if msg[0] == "warm":  # load data and model while the driver opens its study
+            try:
+                state.dataset(req.config)
+                state.ensure(req.config)
+                conn.send(("warmed",))
+            except Exception as exc:  # the first trial will meet (and report) the same problem
+                conn.send(("warmed", str(exc)))
+            continue
         try:
             conn.send(("done", run_base(req, state) if req.base else run_trial(req, state, conn)))
         except Pruned as exc:
