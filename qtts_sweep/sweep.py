@@ -326,6 +326,7 @@ class SweepDriver:
         finally:
             self.worker.stop()
         outcome.completed, outcome.pruned, outcome.failed = budget_used(study)
+        tracker.finish_parent(parent)
         outcome.best = best_trial_summary(study, self.spec)
         return outcome
 

@@ -48,6 +48,9 @@ class NullTracker:
     def fail_orphans(self, study: str, keep: set[str]) -> int:
         return 0
 
+    def finish_parent(self, parent: str | None) -> None:
+        pass
+
     def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
         pass
 
@@ -183,6 +186,11 @@ class MlflowTracker(NullTracker):
             self.client.set_terminated(run.info.run_id, "FAILED")
             n += 1
         return n
+
+    def finish_parent(self, parent: str | None) -> None:
+        """A sweep that ran to its end leaves its parent run FINISHED (a resumed sweep logs into it again)."""
+        if parent:
+            self.client.set_terminated(parent, "FINISHED")
 
     def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
         if parent and Path(folder).is_dir():

@@ -1,0 +1,154 @@
+"""The MLflow UI shows a study's trial runs and plays their audio: a real server, a real headless Chromium."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from qtts_sweep.config import load_config
+from qtts_sweep.sweep import SweepDriver
+from qtts_sweep.sweep_spec import load_spec
+from qtts_sweep.tracking import STUDY_PREFIX
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+        reason="needs Debian chromium + chromium-driver (.ci/run installs them)",
+    ),
+]
+CHEAP = [
+    "train.max_steps_per_epoch=2",
+    "eval.max_lines=2",
+    "eval.batch_size=2",
+    "eval.decoding.frames_per_char=0.3",
+    "eval.decoding.min_frames=6",
+    "eval.metrics.mos=none",
+]
+
+
+FIND_AUDIO = """
+function find(root) {
+  const a = root.querySelector('audio');
+  if (a) return a;
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) { const f = find(el.shadowRoot); if (f) return f; }
+  }
+  return null;
+}
+const a = find(document);
+return a && a.readyState >= 1 && a.duration > 0 ? a.duration : false;
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model_dir):
+    base = [*CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}"]
+    spec = dataclasses.replace(load_spec("tiny"), n_trials=2)
+    SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None).run()
+    cfg = load_config(base)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            cfg.tracking.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not start")
+        yield url, cfg
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1400,1000",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
+def test_trial_runs_show_and_a_wav_artifact_plays(server):
+    from mlflow import MlflowClient
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, cfg = server
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name(STUDY_PREFIX + "tiny")
+    run = client.search_runs([exp.experiment_id], "tags.qtts_role = 'trial' and attributes.status = 'FINISHED'")[0]
+    wav = [a.path for a in client.list_artifacts(run.info.run_id, "wavs")][0]
+    browser = _browser()
+    try:
+        _check(browser, url, exp, run, wav)
+    except Exception:
+        browser.save_screenshot("/tmp/mlflow_ui_failure.png")  # the page as the test last saw it
+        raise
+    finally:
+        browser.quit()
+
+
+def _check(browser, url, exp, run, wav) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if True:
+        browser.get(f"{url}/#/experiments/{exp.experiment_id}/runs")
+        # trial runs are children of the study's parent run: expand it in the runs table
+        expander = (
+            "//*[normalize-space(text())='study-tiny']/ancestor::*[contains(@class,'ag-cell')][1]"
+            "//*[self::button or @role='button']"
+        )
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements("xpath", expander))[0].click()
+        WebDriverWait(browser, 60).until(lambda b: "trial-0" in b.page_source and "trial-1" in b.page_source)
+        browser.get(f"{url}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}/artifacts/{wav}")
+        # The artifact viewer's player (wavesurfer) keeps its <audio> element inside a shadow root.
+        duration = WebDriverWait(browser, 60).until(lambda b: b.execute_script(FIND_AUDIO))
+        assert duration > 0
