@@ -117,7 +117,7 @@ def _browser():
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-def test_trial_runs_show_and_a_wav_artifact_plays(server):
+def test_trial_runs_show_and_a_wav_artifact_plays(server, tmp_path):
     from mlflow import MlflowClient
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -128,18 +128,6 @@ def test_trial_runs_show_and_a_wav_artifact_plays(server):
     wav = [a.path for a in client.list_artifacts(run.info.run_id, "wavs")][0]
     browser = _browser()
     try:
-        _check(browser, url, exp, run, wav)
-    except Exception:
-        browser.save_screenshot("/tmp/mlflow_ui_failure.png")  # the page as the test last saw it
-        raise
-    finally:
-        browser.quit()
-
-
-def _check(browser, url, exp, run, wav) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    if True:
         browser.get(f"{url}/#/experiments/{exp.experiment_id}/runs")
         # trial runs are children of the study's parent run: expand it in the runs table
         expander = (
@@ -152,3 +140,8 @@ def _check(browser, url, exp, run, wav) -> None:
         # The artifact viewer's player (wavesurfer) keeps its <audio> element inside a shadow root.
         duration = WebDriverWait(browser, 60).until(lambda b: b.execute_script(FIND_AUDIO))
         assert duration > 0
+    except Exception:
+        browser.save_screenshot(str(tmp_path / "mlflow_ui_failure.png"))  # the page as the test last saw it
+        raise
+    finally:
+        browser.quit()
