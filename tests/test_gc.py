@@ -1,0 +1,47 @@
+"""`qtts-sweep gc` removes checkpoints no top trial or promotion needs, never a promoted one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from qtts_sweep.config import load_config
+from qtts_sweep.gc import collect_garbage
+from qtts_sweep.promote import promote
+from qtts_sweep.sweep import SweepDriver
+from qtts_sweep.sweep_spec import load_spec
+
+CHEAP = [
+    "train.max_steps_per_epoch=1",
+    "eval.max_lines=1",
+    "eval.batch_size=1",
+    "eval.decoding.frames_per_char=0.3",
+    "eval.decoding.min_frames=6",
+    "eval.metrics.mos=none",
+    "eval.metrics.speaker=none",
+]
+
+
+@pytest.mark.slow
+def test_gc_keeps_top_trials_and_promotions_and_frees_the_rest(tmp_path, tiny_model_dir):
+    base = [*CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}"]
+    spec = dataclasses.replace(load_spec("tiny"), n_trials=4, pruner="none")
+    SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None).run()
+    cfg = load_config(base)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    worst = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    promote(cfg, "tiny", storage, trial_number=worst.number)  # a promoted checkpoint that is not a top-1 trial
+    before = sorted(Path(cfg.paths.store_dir).glob("*/epoch-*"))
+    result = collect_garbage(cfg, storage, keep_top=1)
+    after = sorted(Path(cfg.paths.store_dir).glob("*/epoch-*"))
+    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert Path(best.user_attrs["checkpoint"]) in after
+    assert Path(worst.user_attrs["checkpoint"]) in after
+    assert result.removed and result.freed_bytes > 0
+    assert len(after) == len(before) - len(result.removed)
+    assert not any(p.exists() for p in result.removed)
