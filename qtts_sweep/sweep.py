@@ -99,20 +99,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
+ORPHAN_S = 5.0  # a live driver tags its trial within milliseconds of ask(); an untagged RUNNING trial older is orphaned
+
+
+def register_driver(study) -> None:
+    """Note this driver (host, pid) in the study, so a restart can tell its orphans from a live driver's trials."""
+    study.set_user_attr(f"driver:{socket.gethostname()}:{os.getpid()}", time.time())
+
+
+def _local_drivers(study) -> tuple[bool, bool]:
+    """(a dead driver of this host is registered, another live driver of this host is registered)."""
+    prefix = f"driver:{socket.gethostname()}:"
+    pids = [int(k[len(prefix) :]) for k in study.user_attrs if k.startswith(prefix)]
+    others = [p for p in pids if p != os.getpid()]
+    return any(not _alive(p) for p in others), any(_alive(p) for p in others)
+
+
 def recover_stale(study) -> list[int]:
     """Fail trials a dead driver left RUNNING and re-queue their parameters; return their numbers.
 
-    A trial is stale when its recorded driver (host, pid) is this host's and no longer alive, or when Optuna's
-    heartbeat says so (another host, silent for GRACE_S).
+    A trial is stale when its recorded driver (host, pid) is this host's and no longer alive; when it was killed
+    before it could be tagged (no params yet: failed, nothing to re-queue) and a dead local driver is registered
+    or it is older than ORPHAN_S; or when Optuna's heartbeat says so (another host, silent for GRACE_S).
     """
+    import datetime
+
     import optuna
     from optuna.trial import TrialState
 
     stale = []
     host = socket.gethostname()
+    dead_local, live_local = _local_drivers(study)
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("driver_pid")
-        if t.user_attrs.get("driver_host") == host and pid is not None and pid != os.getpid() and not _alive(pid):
+        if pid is None:
+            age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+            dead = (dead_local and not live_local) or age > ORPHAN_S
+        else:
+            dead = t.user_attrs.get("driver_host") == host and pid != os.getpid() and not _alive(pid)
+        if dead:
             study._storage.set_trial_user_attr(t._trial_id, "stale", True)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             stale.append(t)
@@ -123,17 +149,26 @@ def recover_stale(study) -> list[int]:
         pass
     stale += [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running]
     for t in stale:
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return [t.number for t in stale]
 
 
 def budget_used(study) -> tuple[int, int, int]:
-    """(complete, pruned, failed) finished trials that count toward n_trials (re-queued ones do not)."""
+    """(complete, pruned, failed) finished trials that count toward n_trials.
+
+    Not counted: trials re-queued after an interruption or a dead driver (their retry counts instead), and stale
+    trials killed before they had parameters.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-    counted = [t for t in trials if t.number not in retried]
+    counted = [
+        t
+        for t in trials
+        if t.number not in retried and not t.user_attrs.get("stale") and not t.user_attrs.get("interrupted")
+    ]
     return (
         sum(t.state == TrialState.COMPLETE for t in counted),
         sum(t.state == TrialState.PRUNED for t in counted),
@@ -289,6 +324,7 @@ class SweepDriver:
         study = self.open_study()
         tracker = make_tracker(self.cfg0.tracking)
         stale = recover_stale(study)
+        register_driver(study)
         if stale:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
         for point in self.spec.enqueue:

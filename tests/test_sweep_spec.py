@@ -103,3 +103,27 @@ def test_budget_counts_finished_trials_except_requeued_ones(tmp_path):
         study.tell(t, 0.5 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
     study.enqueue_trial({"x": 0.5}, user_attrs={"retry_of": 2})
     assert budget_used(study) == (1, 1, 0)
+
+
+def test_an_untagged_trial_of_a_dead_driver_is_failed_and_not_counted(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from qtts_sweep.sweep import recover_stale
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    study.set_user_attr(f"driver:{socket.gethostname()}:{dead.pid}", 0.0)
+    orphan = study.ask()  # the driver died between ask() and tagging the trial
+    tagged = study.ask()
+    study._storage.set_trial_user_attr(tagged._trial_id, "driver_host", socket.gethostname())
+    study._storage.set_trial_user_attr(tagged._trial_id, "driver_pid", dead.pid)
+    tagged.suggest_float("x", 0, 1)
+    assert sorted(recover_stale(study)) == [orphan.number, tagged.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[orphan.number] == states[tagged.number] == "FAIL"
+    waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
+    assert [t.user_attrs["retry_of"] for t in waiting] == [tagged.number]  # only the one with params re-runs
+    assert budget_used(study) == (0, 0, 0)
