@@ -277,3 +277,99 @@ def dataclasses_replace_store(cfg, i: int):
     import dataclasses
 
     return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, store_dir=f"{cfg.paths.store_dir}/{i}"))
+
+
+def _overfit_for_eos(synth, lines: list, steps: int) -> None:
+    """Briefly overfit the tiny base model on the lines (full parameters) so greedy decoding emits EOS."""
+    import torch
+
+    from qtts_sweep import modeling
+    from qtts_sweep.loss import Example, compute_loss
+
+    model = synth.model
+    params = [p for n, p in model.named_parameters() if n.startswith("talker.") and "lora_" not in n]
+    for p in params:
+        p.requires_grad = True
+    examples = []
+    for line in lines:
+        role, text_ids = modeling.tokenize_line(synth.loaded.tts, line.text)
+        examples.append(Example(role, text_ids, torch.tensor(line.codes, dtype=torch.long), synth.spk_embedding))
+    opt = torch.optim.Adam(params, lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        out = compute_loss(model, examples, 1.0)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    for p in params:
+        p.requires_grad = False
+
+
+def bench_synth(n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3) -> float:
+    """Batched vs one-by-one greedy synthesis of lines of different lengths, identical codes both ways.
+
+    The tiny model is overfit on the lines first so it emits EOS (a random model runs every line to its cap, which
+    would make batching look better than it is). Also prints the metric cost per second of generated audio.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from qtts_sweep import modeling
+    from qtts_sweep.config import load_config
+    from qtts_sweep.data.prepare import prepare_dataset
+    from qtts_sweep.evaluate import MetricSuite, held_out_lines
+    from qtts_sweep.synth import Synthesizer
+
+    with tempfile.TemporaryDirectory(prefix="qtts-bench-synth-") as tmp:
+        cfg = load_config(["model=tiny", f"paths.runs_dir={tmp}"])
+        ds = prepare_dataset(cfg, progress=False)
+        lines = held_out_lines(ds, "train", 200)
+        lines = sorted(lines, key=lambda ln: len(ln.codes))  # spread of lengths: every k-th by length
+        lines = lines[:: max(len(lines) // n_lines, 1)][:n_lines]
+        synth = Synthesizer(cfg)
+        ref = modeling.load_audio_24k(ds.ref_audio)
+        synth.use(None, 0.0, modeling.speaker_embedding(synth.loaded, ref))
+        t0 = time.perf_counter()
+        _overfit_for_eos(synth, lines, overfit_steps)
+        print(f"overfit the tiny model on {len(lines)} lines in {time.perf_counter() - t0:.1f} s", flush=True)
+        greedy = dataclasses.replace(cfg.eval.decoding, mode="greedy", repetition_penalty=1.0)
+        times: dict[str, list[float]] = {"batched": [], "sequential": []}
+        outs: dict[str, list] = {}
+        for i in range(repeats):
+            for name in ("batched", "sequential") if i % 2 == 0 else ("sequential", "batched"):
+                t0 = time.perf_counter()
+                if name == "batched":
+                    outs[name] = synth.generate(lines, greedy, batch_size=len(lines))
+                else:
+                    outs[name] = [synth.generate([ln], greedy, batch_size=1)[0] for ln in lines]
+                times[name].append(time.perf_counter() - t0)
+        same = all(
+            a.codes.tolist() == b.codes.tolist() for a, b in zip(outs["batched"], outs["sequential"], strict=True)
+        )
+        eos = sum(not s.hit_cap for s in outs["batched"])
+        frames = [s.codes.shape[0] for s in outs["batched"]]
+        print(
+            f"{len(lines)} lines, {min(frames)}-{max(frames)} frames, {eos} ended with EOS; "
+            f"identical greedy codes batched vs one-by-one: {same}"
+        )
+        suite = MetricSuite(cfg, synth)
+        target = suite.target(ref)
+        import soundfile as sf
+
+        audio_s = sum(len(s.wav) for s in outs["batched"]) / 24000
+        t0 = time.perf_counter()
+        for s in outs["batched"]:
+            suite.audio_line(s.wav, sf.read(s.line.audio, dtype="float32")[0], s.line.text, target)
+        cost = (time.perf_counter() - t0) / max(audio_s, 1e-9)
+    b, q = statistics.median(times["batched"]), statistics.median(times["sequential"])
+    print(f"median batched {b:.2f} s, one-by-one {q:.2f} s (of {repeats} interleaved runs)")
+    print(f"metric cost: {cost:.3f} s per second of audio ({audio_s:.1f} s scored; backends {suite.backends})")
+    if not same:
+        raise RuntimeError("batched and one-by-one greedy codes differ")
+    print("target: ratio <= 0.5")
+    ratio = b / q
+    print(f"ratio: {ratio:.3f}")
+    return float(np.float64(ratio))

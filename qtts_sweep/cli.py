@@ -129,6 +129,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "prep":
         bench.bench_prep(args.overrides)
+    elif args.what == "synth":
+        bench.bench_synth()
     elif args.what == "sweep":
         bench.bench_sweep(n_trials=args.trials, overrides=args.overrides)
     elif args.what == "train":
@@ -228,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
         "what",
-        choices=["prep", "train", "sweep"],
+        choices=["prep", "train", "synth", "sweep"],
         help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift; "
-        "sweep: reuse vs retrain-per-trial",
+        "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial",
     )
     p.add_argument("--shape", default="mid", choices=["tiny", "mid", "1.7b"], help="train: random model shape")
     p.add_argument("--device", default="cpu", help="train: cpu or cuda[:N]")

@@ -12,9 +12,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,19 +174,13 @@ def _code_metrics(s: Synthesized) -> dict[str, float]:
 def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
     import soundfile as sf
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    from qtts_sweep.fsio import atomic_folder
+
+    with atomic_folder(final) as tmp:
         (tmp / "wavs").mkdir()
         for row, s in zip(rows, synthesized, strict=True):
             sf.write(tmp / row["wav"], s.wav, 24000, subtype="FLOAT")
         (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_cached(runs_dir: str, key: str) -> EvalResult | None:

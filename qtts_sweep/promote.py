@@ -214,19 +214,13 @@ def select_trial(study, trial_number: int | None, multi: bool, objectives: list[
 def _write_bundle(out: Path, payload: dict, adapter: Path, spk: Path) -> None:
     import yaml
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    from qtts_sweep.fsio import atomic_folder
+
+    with atomic_folder(out) as tmp:
         shutil.copy2(adapter, tmp / "adapter.safetensors")
         shutil.copy2(spk, tmp / "speaker_embedding.safetensors")
         payload["files"] = {n: _sha(tmp / n) for n in ("adapter.safetensors", "speaker_embedding.safetensors")}
         (tmp / BUNDLE_FILE).write_text(yaml.safe_dump(payload, sort_keys=False))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -462,9 +456,9 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
             model.talker.get_input_embeddings().weight[spk_id] = synth.spk_embedding.to(model.dtype)
         model.speaker_encoder = None  # a custom-voice config builds none
         base = _base_folder(bundle, cfg.model.local_files_only)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        from qtts_sweep.fsio import atomic_folder
+
+        with atomic_folder(out) as stage:
             for item in base.iterdir():
                 if (
                     item.name.endswith(".safetensors")
@@ -490,12 +484,6 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
             _normalize_json_files(stage)  # drop the empty speaker-encoder model_type that breaks reloading
             info = {"merged_lora_layers": n, "lora_scale": bundle.lora_scale, "speaker": name, "spk_id": spk_id}
             (stage / "qtts_export.json").write_text(json.dumps(info) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(stage, out)
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
     return out
 
 

@@ -14,8 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -151,17 +149,11 @@ class CheckpointStore:
 
     def save_epoch(self, key: str, epoch: int, files: dict[str, Any]) -> Path:
         """Write {name: writer(path)} into a temp folder, mark it COMPLETE, rename it into place."""
+        from qtts_sweep.fsio import atomic_folder
+
         final = self.epoch_dir(key, epoch)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch}.tmp-", dir=final.parent))
-        try:
+        with atomic_folder(final) as tmp:  # a stale copy from an interrupted run is replaced
             for name, write in files.items():
                 write(tmp / name)
             (tmp / "COMPLETE").write_text("ok\n")
-            if final.exists():  # a stale copy from an interrupted run; the new one is complete
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return final

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 # Special codec ids of the real Base checkpoints (talker_config in Qwen/Qwen3-TTS-12Hz-*-Base config.json).
@@ -306,10 +304,10 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
     from transformers import EncodecFeatureExtractor
 
+    from qtts_sweep.fsio import atomic_folder
+
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         tokenizer = _tiny_tokenizer()
         text_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         generator = torch.Generator().manual_seed(seed)
@@ -330,18 +328,29 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
             feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, return_attention_mask=True
         ).save_pretrained(codec_dir)
         _normalize_json_files(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 # Larger random shapes for benchmarks (never written to disk): same structure, real token-id layout.
 # "1.7b" follows the public 1.7B Base config: talker hidden 2048, 28 layers, 16 heads / 8 KV heads, head_dim 128,
 # text hidden 2048 over the 151936-token Qwen2 vocabulary; code predictor hidden 1024, 5 layers.
+_REAL_CODE_PREDICTOR = {
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 5,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+}
+_REAL_TALKER = {
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "text_hidden_size": 2048,
+    "text_vocab_size": 151936,
+    "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
+}
 SHAPES = {
     "mid": {
         "talker": {
@@ -363,48 +372,14 @@ SHAPES = {
             "head_dim": 32,
         },
     },
-    # 0.6B Base: talker hidden 1024, 28 layers, 16 heads / 8 KV heads, head_dim 128; same code predictor.
+    # 0.6B Base: talker hidden 1024; the rest as 1.7B.
     "0.6b": {
-        "talker": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "text_hidden_size": 2048,
-            "text_vocab_size": 151936,
-            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
-        },
-        "code_predictor": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 5,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-        },
+        "talker": {**_REAL_TALKER, "hidden_size": 1024, "intermediate_size": 3072},
+        "code_predictor": _REAL_CODE_PREDICTOR,
     },
     "1.7b": {
-        "talker": {
-            "hidden_size": 2048,
-            "intermediate_size": 6144,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "text_hidden_size": 2048,
-            "text_vocab_size": 151936,
-            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
-        },
-        "code_predictor": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 5,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-        },
+        "talker": {**_REAL_TALKER, "hidden_size": 2048, "intermediate_size": 6144},
+        "code_predictor": _REAL_CODE_PREDICTOR,
     },
 }
 

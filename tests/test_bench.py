@@ -20,3 +20,11 @@ def test_bench_prep_runs_first_and_cached(capsys):
     ratio = bench.bench_prep([], repeats=1)
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("ratio: ") and 0 < ratio < 1
+
+
+@pytest.mark.slow
+def test_bench_synth_gives_identical_codes_batched_and_one_by_one(capsys):
+    ratio = bench.bench_synth(n_lines=3, overfit_steps=60, repeats=1)
+    out = capsys.readouterr().out
+    assert "identical greedy codes batched vs one-by-one: True" in out and "metric cost" in out
+    assert out.strip().splitlines()[-1] == f"ratio: {ratio:.3f}"

@@ -140,3 +140,15 @@ def test_help_and_check_import_neither_torch_nor_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_configured_metric_backend_without_local_weights_is_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(["eval.metrics.asr_backend=whisper", f"eval.metrics.asr_model_path={tmp_path / 'missing'}"])
+    assert [p.key for p in err.value.problems] == ["eval.metrics.asr_model_path"]
+    from qtts_sweep.metrics.asr import MetricBackendError, load_asr, word_error_rate
+
+    with pytest.raises(MetricBackendError, match="cannot load Whisper"):
+        load_asr("whisper", str(tmp_path), "cpu")  # an existing folder that holds no model
+    assert word_error_rate("The cat sat.", "the cat sat") == 0.0
+    assert word_error_rate("the cat sat", "the dog sat down") == 2 / 3

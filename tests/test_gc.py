@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from qtts_sweep.config import load_config
 from qtts_sweep.gc import collect_garbage
 from qtts_sweep.promote import promote
-from qtts_sweep.sweep import SweepDriver
-from qtts_sweep.sweep_spec import load_spec
-
-CHEAP = [
-    "train.max_steps_per_epoch=1",
-    "eval.max_lines=1",
-    "eval.batch_size=1",
-    "eval.decoding.frames_per_char=0.3",
-    "eval.decoding.min_frames=6",
-    "eval.metrics.mos=none",
-    "eval.metrics.speaker=none",
-]
+from tests.conftest import tiny_sweep
 
 
 @pytest.mark.slow
 def test_gc_keeps_top_trials_and_promotions_and_frees_the_rest(tmp_path, tiny_model_dir):
-    base = [*CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}"]
-    spec = dataclasses.replace(load_spec("tiny"), n_trials=4, pruner="none")
-    SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None).run()
-    cfg = load_config(base)
+    driver = tiny_sweep(
+        tmp_path, tiny_model_dir, n_trials=4, extra=["eval.max_lines=1", "eval.metrics.speaker=none"], pruner="none"
+    )
+    driver.run()
+    cfg = driver.cfg0
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     import optuna
 

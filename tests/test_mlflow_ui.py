@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import socket
 import subprocess
@@ -12,10 +11,8 @@ import urllib.request
 
 import pytest
 
-from qtts_sweep.config import load_config
-from qtts_sweep.sweep import SweepDriver
-from qtts_sweep.sweep_spec import load_spec
 from qtts_sweep.tracking import STUDY_PREFIX
+from tests.conftest import tiny_sweep
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,14 +20,6 @@ pytestmark = [
         shutil.which("chromium") is None or shutil.which("chromedriver") is None,
         reason="needs Debian chromium + chromium-driver (.ci/run installs them)",
     ),
-]
-CHEAP = [
-    "train.max_steps_per_epoch=2",
-    "eval.max_lines=2",
-    "eval.batch_size=2",
-    "eval.decoding.frames_per_char=0.3",
-    "eval.decoding.min_frames=6",
-    "eval.metrics.mos=none",
 ]
 
 
@@ -56,10 +45,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path, tiny_model_dir):
-    base = [*CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}"]
-    spec = dataclasses.replace(load_spec("tiny"), n_trials=2)
-    SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None).run()
-    cfg = load_config(base)
+    driver = tiny_sweep(tmp_path, tiny_model_dir, n_trials=2)
+    driver.run()
+    cfg = driver.cfg0
     port = _free_port()
     proc = subprocess.Popen(
         [

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from qtts_sweep.config import load_config
 from qtts_sweep.promote import (
     BundleError,
     bundle_synthesizer,
@@ -22,28 +21,18 @@ from qtts_sweep.promote import (
     load_bundle,
     promote,
 )
-from qtts_sweep.sweep import SweepDriver
-from qtts_sweep.sweep_spec import load_spec
 from qtts_sweep.synth import Line
+from tests.conftest import tiny_sweep
 
 pytestmark = pytest.mark.slow
-CHEAP = [
-    "train.max_steps_per_epoch=2",
-    "eval.max_lines=2",
-    "eval.batch_size=2",
-    "eval.decoding.frames_per_char=0.3",
-    "eval.decoding.min_frames=6",
-    "eval.metrics.mos=none",
-]
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("promo")
-    base = [*CHEAP, f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}"]
-    spec = dataclasses.replace(load_spec("tiny"), n_trials=3)
-    SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None).run()
-    return tmp, load_config(base)
+    driver = tiny_sweep(tmp, tiny_model_dir, n_trials=3)
+    driver.run()
+    return tmp, driver.cfg0
 
 
 def _storage(tmp: Path) -> str:

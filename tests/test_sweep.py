@@ -15,20 +15,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from qtts_sweep.config import load_config
-from qtts_sweep.sweep import SweepDriver, budget_used, make_storage
+from qtts_sweep.sweep import budget_used, make_storage
 from qtts_sweep.sweep_spec import load_spec
 from qtts_sweep.tracking import STUDY_PREFIX
+from tests.conftest import CHEAP, tiny_sweep
 
 # Cheap trials: few steps per epoch, two short val lines, greedy decoding with a small token cap.
-CHEAP = [
-    "train.max_steps_per_epoch=2",
-    "eval.max_lines=2",
-    "eval.batch_size=2",
-    "eval.decoding.frames_per_char=0.3",
-    "eval.decoding.min_frames=6",
-    "eval.metrics.mos=none",
-]
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +30,7 @@ def _paths(tmp: Path, tiny_model_dir: Path) -> list[str]:
 
 
 def _driver(tmp, tiny_model_dir, name="tiny", n_trials=4, extra=(), **spec_changes):
-    spec = dataclasses.replace(load_spec(name), n_trials=n_trials, **spec_changes)
-    base = [*CHEAP, *_paths(tmp, tiny_model_dir), *extra]
-    return SweepDriver(spec, lambda ov: load_config(ov), base, log=lambda m: None)
+    return tiny_sweep(tmp, tiny_model_dir, name, n_trials, extra, **spec_changes)
 
 
 def _study(tmp: Path, name: str = "tiny"):
