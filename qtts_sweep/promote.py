@@ -165,9 +165,10 @@ def load_bundle(path: str | os.PathLike, check_model: bool = True) -> Bundle:
 
 
 def select_trial(study, trial_number: int | None, multi: bool, objectives: list[str] | None = None):
-    """The trial to promote. Single objective: the best COMPLETE trial. Multi-objective: among the Pareto front,
-    the trial with the best first objective (ties: the lowest trial number). A chosen trial that did not
-    complete is refused."""
+    """The trial to promote. Single objective: the best COMPLETE trial. Multi-objective: among the Pareto front
+    (of the feasible trials when the sweep has constraints; of all completed ones when none is feasible), the
+    trial with the best first objective (ties: the lowest trial number). A chosen trial that did not complete
+    is refused."""
     from optuna.trial import TrialState
 
     if trial_number is not None:
@@ -205,7 +206,7 @@ def select_trial(study, trial_number: int | None, multi: bool, objectives: list[
             [Problem("study", study.study_name, "has no COMPLETE trial", "run or resume the sweep")], "promotion"
         )
     if multi:
-        front = study.best_trials
+        front = study.best_trials or done
         sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
         return sorted(front, key=lambda t: (-sign * t.values[0], t.number))[0]
     return max(done, key=lambda t: (t.value, -t.number))
@@ -248,6 +249,7 @@ def promote(
     from qtts_sweep.sweep import _redact, make_storage
 
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
+    multi = multi or len(study.directions) > 1
     trial = select_trial(study, trial_number, multi)
     name = name or study_name
     out = Path(cfg.paths.production_dir) / name

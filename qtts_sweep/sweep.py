@@ -65,6 +65,8 @@ def make_sampler(spec: SweepSpec):
     import optuna
 
     kw = dict(spec.sampler_kwargs)
+    if spec.constrained:
+        kw["constraints_func"] = trial_constraints
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=spec.sampler_seed, **kw)
     if spec.sampler == "random":
@@ -74,6 +76,11 @@ def make_sampler(spec: SweepSpec):
     from qtts_sweep.sweep_spec import grid_space
 
     return optuna.samplers.GridSampler(grid_space(spec), seed=spec.sampler_seed)
+
+
+def trial_constraints(trial) -> list[float]:
+    """Optuna constraints_func: the violations the driver stored (<= 0 feasible); none yet counts as feasible."""
+    return list(trial.user_attrs.get("constraints", [0.0]))
 
 
 def make_pruner(spec: SweepSpec):
@@ -454,6 +461,9 @@ class SweepDriver:
                     trial.set_user_attr(k, result[k])
                 trial.set_user_attr("trained_epochs", result["trained"])
                 trial.set_user_attr("timings", result.get("timings", {}))
+                trial.set_user_attr(
+                    "constraints", [v for k, v in sorted(result["summary"].items()) if k.startswith("constraint_")]
+                )
                 trial.set_user_attr("reused", not result["trained"])
                 trial.set_user_attr("summary", {k: v for k, v in result["summary"].items() if not k.endswith("_std")})
                 values = self._values(result)
@@ -536,10 +546,9 @@ def best_trial_summary(study, spec: SweepSpec) -> dict[str, Any] | None:
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not done:
         return None
-    if spec.multi:
-        best = study.best_trials[0]
-    else:
-        best = max(done, key=lambda t: t.value)
+    from qtts_sweep.promote import select_trial
+
+    best = select_trial(study, None, spec.multi)
     return {
         "number": best.number,
         "values": best.values,

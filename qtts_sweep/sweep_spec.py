@@ -75,6 +75,8 @@ class SweepSpec:
     directions: list[str] = field(default_factory=lambda: ["maximize"])
     storage: str | None = None  # Optuna RDB URL; None = sqlite:///<runs>/optuna.db
     enqueue: list[dict[str, Any]] = field(default_factory=list)
+    # Feasibility from eval.objective.constraints (metric - limit <= 0) passed to TPE / NSGA-II as constraints.
+    constrained: bool = False
     max_failure_rate: float = 0.5
     min_trials_for_failure_cap: int = 4
     top_k: int = 3
@@ -174,6 +176,37 @@ def _spec_problems(spec: SweepSpec, where: str, max_epochs: int | None) -> list[
         out.append(Problem(f"{where}: n_trials", spec.n_trials, "must be >= 1", "e.g. n_trials: 24"))
     if spec.objective not in ("composite", "multi"):
         out.append(Problem(f"{where}: objective", spec.objective, "must be composite or multi", "composite"))
+    if spec.multi:
+        from qtts_sweep.metrics.objective import DIRECTIONS
+
+        for i, name in enumerate(spec.objectives):
+            if name not in DIRECTIONS:
+                out.append(
+                    Problem(
+                        f"{where}: objectives[{i}]",
+                        name,
+                        "is not a metric with a direction",
+                        f"use one of {sorted(DIRECTIONS)}",
+                    )
+                )
+            elif i < len(spec.directions) and spec.directions[i] != DIRECTIONS[name]:
+                out.append(
+                    Problem(
+                        f"{where}: directions[{i}]",
+                        spec.directions[i],
+                        f"{name} is to {DIRECTIONS[name]}",
+                        f"set directions[{i}] to {DIRECTIONS[name]}",
+                    )
+                )
+    if spec.constrained and spec.sampler not in ("tpe", "nsgaii"):
+        out.append(
+            Problem(
+                f"{where}: constrained",
+                True,
+                "only the tpe and nsgaii samplers take constraints",
+                "use sampler: tpe or nsgaii",
+            )
+        )
     if spec.multi and len(spec.objectives) != len(spec.directions):
         out.append(
             Problem(

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from qtts_sweep.sweep import budget_used, make_storage
-from qtts_sweep.sweep_spec import load_spec
+from qtts_sweep.sweep_spec import SWEEPS_DIR, load_spec
 from qtts_sweep.tracking import STUDY_PREFIX
 from tests.conftest import CHEAP, tiny_sweep
 
@@ -179,7 +179,7 @@ def test_median_pruner_stops_a_bad_lr_early_and_spares_the_good_ones(tmp_path, t
     assert len(other) == 1 and store.epochs(other[0]) == list(range(1, last_step + 1))
 
 
-@pytest.mark.parametrize("name", ["default", "grid", "scale_only", "tiny"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
 def test_every_shipped_sweep_runs_two_trials_on_the_tiny_preset(tmp_path, tiny_model_dir, name):
     # Real-model sweeps run on the tiny preset with a 10-epoch horizon of 1-step epochs.
     extra = (
