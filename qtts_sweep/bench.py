@@ -183,7 +183,6 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
         models = Path(tmp) / "models"
         build_tiny_model(models / "tiny-seed0", seed=0)
         common = [*base, f"paths.models_dir={models}"]
-        load_config([*common, f"paths.runs_dir={runs_a}"])
         timings: list[dict] = []
         driver = SweepDriver(
             spec,
@@ -240,6 +239,8 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
 
 def _replay_without_reuse(params_list: list[dict], base: list[str], overrides_for) -> int:
     """Each trial from scratch: model load, training to its epoch in a store of its own, uncached scoring."""
+    import dataclasses
+
     from qtts_sweep import modeling
     from qtts_sweep.config import load_config
     from qtts_sweep.evaluate import MetricSuite, evaluate, held_out_lines
@@ -249,7 +250,8 @@ def _replay_without_reuse(params_list: list[dict], base: list[str], overrides_fo
     epochs = 0
     for i, params in enumerate(params_list):
         cfg = load_config([*base, *overrides_for(params)])
-        cfg = dataclasses_replace_store(cfg, i)
+        # a store of its own: nothing this trial asks for exists yet
+        cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, store_dir=f"{cfg.paths.store_dir}/{i}"))
         run = resolve_run(cfg)
         result = ensure_epoch(cfg, cfg.eval.epoch, run=run, progress=False)
         epochs += len(result.trained)
@@ -271,12 +273,6 @@ def _replay_without_reuse(params_list: list[dict], base: list[str], overrides_fo
         )
         print(f"replay {i}: trained {len(result.trained)} epochs", flush=True)
     return epochs
-
-
-def dataclasses_replace_store(cfg, i: int):
-    import dataclasses
-
-    return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, store_dir=f"{cfg.paths.store_dir}/{i}"))
 
 
 def _overfit_for_eos(synth, lines: list, steps: int) -> None:

@@ -139,7 +139,7 @@ def _qwen_similarity(synth: Synthesizer, wav: Any, target: Any) -> float:
     return sim if math.isfinite(sim) else 0.0
 
 
-def teacher_forced(synth: Synthesizer, lines: list[Line], batch_size: int) -> dict[str, dict[str, float]]:
+def teacher_forced(synth: Synthesizer, lines: list[Line]) -> dict[str, dict[str, float]]:
     """Per line: teacher-forced loss and accuracy of both heads on its ground-truth codes, at the current scale."""
     import torch
 
@@ -218,7 +218,7 @@ def evaluate(
 
     synth.use(checkpoint, scale)
     target = suite.target(ref_wav)
-    tf = teacher_forced(synth, lines, cfg.eval.batch_size)
+    tf = teacher_forced(synth, lines)
     synthesized: list[Synthesized] = []
     for k in range(cfg.eval.num_seeds):
         synthesized += synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k)

@@ -112,29 +112,6 @@ def speaker_embedding(loaded: LoadedModel, wav_24k: Any):
     return emb.clone()  # an inference-mode tensor cannot enter autograd; the clone can
 
 
-def synthesize_voice_clone(
-    loaded: LoadedModel, texts: list[str], spk_embedding, seed: int, max_new_tokens: int, **decoding: Any
-) -> tuple[list[Any], int]:
-    """Base-model synthesis from a speaker embedding (x-vector mode), language auto, non-streaming.
-
-    That prompt layout is exactly the one the upstream fine-tuning dataset builds (see DOMAIN.md).
-    """
-    import torch
-    from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
-
-    item = VoiceClonePromptItem(ref_code=None, ref_spk_embedding=spk_embedding, x_vector_only_mode=True, icl_mode=False)
-    torch.manual_seed(seed)
-    wavs, sr = loaded.tts.generate_voice_clone(
-        text=texts,
-        language=["auto"] * len(texts),
-        voice_clone_prompt=[item] * len(texts),
-        non_streaming_mode=True,
-        max_new_tokens=max_new_tokens,
-        **decoding,
-    )
-    return wavs, sr
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The dual-channel prompt layout, shared by training and synthesis.
 #

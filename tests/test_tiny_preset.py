@@ -47,14 +47,20 @@ def no_network(monkeypatch):
 
 
 def test_loads_offline_and_generates_24khz_audio(tiny_model_dir, no_network):
+    from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
+
     from qtts_sweep.config import load_config
-    from qtts_sweep.modeling import load_audio_24k, load_model, speaker_embedding, synthesize_voice_clone
+    from qtts_sweep.modeling import load_audio_24k, load_model, speaker_embedding
 
     loaded = load_model(load_config(["model=tiny"]).model)
     assert type(loaded.model).__name__ == "Qwen3TTSForConditionalGeneration"
     emb = speaker_embedding(loaded, load_audio_24k(DEMO_DIR / "ref" / "ref.flac"))
     assert emb.shape == (loaded.model.config.talker_config.hidden_size,)
-    wavs, sr = synthesize_voice_clone(loaded, ["Hello there."], emb, seed=0, max_new_tokens=20)
+    # qwen-tts' own public wrapper, x-vector mode, as a user of the model folder would call it
+    item = VoiceClonePromptItem(ref_code=None, ref_spk_embedding=emb, x_vector_only_mode=True, icl_mode=False)
+    wavs, sr = loaded.tts.generate_voice_clone(
+        text=["Hello there."], language=["auto"], voice_clone_prompt=[item], non_streaming_mode=True, max_new_tokens=20
+    )
     assert sr == 24000
     assert wavs[0].ndim == 1 and len(wavs[0]) % 1920 == 0 and len(wavs[0]) > 0
     assert np.isfinite(wavs[0]).all() and np.abs(wavs[0]).max() > 1e-3
