@@ -139,13 +139,11 @@ class CheckpointStore:
         return max(done) if done else None
 
     def write_material(self, key: str, material: dict[str, Any]) -> None:
-        d = self.key_dir(key)
-        d.mkdir(parents=True, exist_ok=True)
-        target = d / "key.json"
+        from qtts_sweep.fsio import write_text_atomic
+
+        target = self.key_dir(key) / "key.json"
         if not target.is_file():
-            tmp = d / f".key.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(material, indent=2, sort_keys=True, default=str) + "\n")
-            os.replace(tmp, target)
+            write_text_atomic(target, json.dumps(material, indent=2, sort_keys=True, default=str) + "\n")
 
     def save_epoch(self, key: str, epoch: int, files: dict[str, Any]) -> Path:
         """Write {name: writer(path)} into a temp folder, mark it COMPLETE, rename it into place."""

@@ -90,11 +90,9 @@ def to_24k_mono(path: Path) -> np.ndarray:
 
 def write_wav_24k(path: Path, wav: np.ndarray) -> None:
     """Atomic write of a 24 kHz float WAV (float keeps the resampled signal exact; no requantization)."""
-    import os
-
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(str(tmp), wav, TARGET_SR, subtype="FLOAT", format="WAV")
-    os.replace(tmp, path)
+    from qtts_sweep.fsio import atomic_file
+
+    with atomic_file(path) as tmp:
+        sf.write(str(tmp), wav, TARGET_SR, subtype="FLOAT", format="WAV")

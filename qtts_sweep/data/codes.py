@@ -8,7 +8,6 @@ rewritten in place gets a new content hash and is re-encoded whatever its modifi
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,10 +50,10 @@ class CodeCache:
         return np.load(p) if p.is_file() else None
 
     def put(self, audio_sha: str, codes: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{audio_sha}.{os.getpid()}.tmp.npy"
-        np.save(tmp, codes.astype(np.int16))
-        os.replace(tmp, self.path(audio_sha))
+        from qtts_sweep.fsio import atomic_file
+
+        with atomic_file(self.path(audio_sha)) as tmp:
+            np.save(tmp, codes.astype(np.int16))
 
 
 def encode_missing(

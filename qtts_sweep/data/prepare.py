@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_fi
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
+from qtts_sweep.fsio import write_text_atomic
 from qtts_sweep.schema import Config, DataConfig, Problem, ValidationError
 
 
@@ -48,10 +48,7 @@ def _info_cached(path: Path, cache_dir: Path) -> AudioInfo:
     if cached.is_file():
         return AudioInfo(**json.loads(cached.read_text()))
     info = inspect_audio(path, sha)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{sha}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info.to_dict()))
-    os.replace(tmp, cached)
+    write_text_atomic(cached, json.dumps(info.to_dict()))
     return info
 
 
@@ -159,12 +156,6 @@ def _dataset_hash(splits: dict[str, list[dict]], ref_sha: str, tok_id: str) -> s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     """Validate, convert, split and encode the configured dataset (cached); see the module docstring."""
     from qtts_sweep.modeling import ensure_model_folder
@@ -263,9 +254,9 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, split_rows in splits.items():
-        _write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in split_rows))
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _write_atomic(out_dir / "dataset_hash", ds_hash + "\n")
+        write_text_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in split_rows))
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "dataset_hash", ds_hash + "\n")
     return PreparedDataset(dir=out_dir, hash=ds_hash, splits=splits, ref_audio=ref_dest, summary=summary)
 
 
