@@ -92,6 +92,7 @@ class MetricSuite:
         if m.qwen_speaker:
             self.backends["spk_sim_qwen"] = "base model speaker encoder"
         self._target: dict[str, Any] = {}
+        self._ground_truth: dict[str, tuple[Any, float | None]] = {}
 
     def target(self, ref_wav: Any) -> dict[str, Any]:
         """Embeddings of the target speaker's reference clip (computed once)."""
@@ -104,18 +105,35 @@ class MetricSuite:
                 self._target["qwen"] = modeling.speaker_embedding(self.synth.loaded, ref_wav).float().cpu()
         return self._target
 
-    def audio_line(self, wav: Any, gt: Any | None, text: str, target: dict[str, Any]) -> dict[str, float]:
+    def ground_truth(self, path: str, target: dict[str, Any]) -> tuple[Any, float | None]:
+        """A line's recording analysed once per process (every trial and seed scores against the same one):
+        (its `analyze_reference` result, its similarity to the target speaker or None)."""
+        if path not in self._ground_truth:
+            import soundfile as sf
+
+            from qtts_sweep.metrics.audio import analyze_reference
+
+            gt = sf.read(path, dtype="float32")[0]
+            sim = None
+            if self.speaker is not None:
+                sim = float(self.speaker.similarity(self.speaker.embed(gt, 24000), target["resemblyzer"]))
+            self._ground_truth[path] = (analyze_reference(gt, 24000), sim)
+        return self._ground_truth[path]
+
+    def audio_line(self, wav: Any, gt_path: str | None, text: str, target: dict[str, Any]) -> dict[str, float]:
         import numpy as np
 
         from qtts_sweep.metrics.audio import audio_metrics
 
         out: dict[str, float] = {}
-        if gt is not None:
-            out.update(audio_metrics(wav, gt, 24000))
+        gt_sim = None
+        if gt_path is not None:
+            reference, gt_sim = self.ground_truth(gt_path, target)
+            out.update(audio_metrics(wav, reference, 24000))
         if self.speaker is not None:
             out["spk_sim"] = float(self.speaker.similarity(self.speaker.embed(wav, 24000), target["resemblyzer"]))
-            if gt is not None:
-                out["gt_spk_sim"] = float(self.speaker.similarity(self.speaker.embed(gt, 24000), target["resemblyzer"]))
+            if gt_sim is not None:
+                out["gt_spk_sim"] = gt_sim
         if self.mos is not None:
             out.update(self.mos.predict(wav, 24000))
         if "qwen" in target:
@@ -214,7 +232,6 @@ def evaluate(
     cached = load_cached(cfg.paths.runs_dir, key) if use_cache else None
     if cached is not None:
         return cached
-    import soundfile as sf
 
     synth.use(checkpoint, scale)
     target = suite.target(ref_wav)
@@ -224,8 +241,11 @@ def evaluate(
         synthesized += synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k)
     rows = []
     for s in synthesized:
-        gt = sf.read(s.line.audio, dtype="float32")[0] if s.line.audio else None
-        metrics = {**_code_metrics(s), **tf.get(s.line.id, {}), **suite.audio_line(s.wav, gt, s.line.text, target)}
+        metrics = {
+            **_code_metrics(s),
+            **tf.get(s.line.id, {}),
+            **suite.audio_line(s.wav, s.line.audio, s.line.text, target),
+        }
         rows.append(
             {
                 "id": s.line.id,
