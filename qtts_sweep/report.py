@@ -29,7 +29,9 @@ TABLE_METRICS = (
 def trial_rows(study) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
-    retried = {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+    from qtts_sweep.sweep import requeued
+
+    retried = requeued(study.get_trials(deepcopy=False))
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:

@@ -161,6 +161,11 @@ def recover_stale(study) -> list[int]:
     return [t.number for t in stale]
 
 
+def requeued(trials) -> set[int]:
+    """Numbers of the trials that were re-queued (a later trial records them in `retry_of`)."""
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
 def budget_used(study) -> tuple[int, int, int]:
     """(complete, pruned, failed) finished trials that count toward n_trials.
 
@@ -170,7 +175,7 @@ def budget_used(study) -> tuple[int, int, int]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    retried = requeued(trials)
     counted = [
         t
         for t in trials
