@@ -17,15 +17,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config, to_yaml
+    from qtts_sweep.config.loader import load_config, to_yaml
 
     print(to_yaml(load_config(args.overrides, args.config_dir)), end="")
     return 0
 
 
 def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.tiny import build_tiny_model, folder_digest
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.model.tiny import build_tiny_model, folder_digest
 
     cfg = load_config(["model=tiny", f"model.tiny_seed={args.seed}", *args.overrides], args.config_dir)
     out = build_tiny_model(args.out or cfg.model.source, seed=args.seed)
@@ -34,7 +34,7 @@ def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
+    from qtts_sweep.config.loader import load_config
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
 
     print(format_summary(prepare_dataset(load_config(args.overrides, args.config_dir))))
@@ -42,8 +42,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.train import ensure_epoch, format_result, resolve_run
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.train.loop import ensure_epoch, format_result, resolve_run
 
     cfg = load_config(args.overrides, args.config_dir)
     run = resolve_run(cfg)
@@ -54,15 +54,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from qtts_sweep.config import load_config
-    from qtts_sweep.evaluate import run_synth
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.evaluate.scoring import run_synth
 
     texts = list(args.text or [])
     if args.text_file:
         texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
     cfg = load_config(args.overrides, args.config_dir)
     if args.production:
-        from qtts_sweep.promote import production_synth
+        from qtts_sweep.production.promote import production_synth
 
         print(production_synth(cfg, args.production, texts, args.out))
         return 0
@@ -71,9 +71,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.promote import format_promotion, promote
-    from qtts_sweep.sweep import default_storage
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.production.promote import format_promotion, promote
+    from qtts_sweep.sweep.driver import default_storage
 
     cfg = load_config(args.overrides, args.config_dir)
     result = promote(cfg, args.study, args.storage or default_storage(cfg.paths.runs_dir), args.trial, args.name)
@@ -82,8 +82,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.promote import export_merged
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.production.promote import export_merged
 
     out = export_merged(load_config(args.overrides, args.config_dir), args.bundle, args.out, args.speaker)
     print(
@@ -95,7 +95,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from qtts_sweep import sweep
+    from qtts_sweep.sweep.driver import driver as sweep
 
     if args.plan:
         print(sweep.plan_sweep(args.name, args.overrides, args.config_dir))
@@ -104,9 +104,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.report import report_command
-    from qtts_sweep.sweep import default_storage
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.driver import default_storage
+    from qtts_sweep.sweep.report import report_command
 
     cfg = load_config(args.overrides, args.config_dir)
     print(report_command(args.study, args.storage or default_storage(cfg.paths.runs_dir), args.top))
@@ -114,9 +114,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.gc import collect_garbage, format_gc
-    from qtts_sweep.sweep import default_storage
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.production.gc import collect_garbage, format_gc
+    from qtts_sweep.sweep.driver import default_storage
 
     cfg = load_config(args.overrides, args.config_dir)
     result = collect_garbage(cfg, args.storage or default_storage(cfg.paths.runs_dir), args.keep_top, args.dry_run)
@@ -125,7 +125,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from qtts_sweep import bench
+    from qtts_sweep.tools import bench
 
     if args.what == "prep":
         bench.bench_prep(args.overrides)
@@ -139,8 +139,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from qtts_sweep.config import load_config
-    from qtts_sweep.demo import run_demo
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.tools.demo import run_demo
 
     overrides = ["experiment=tiny_demo", *args.overrides]
     run_demo(load_config(overrides, args.config_dir), list(args.overrides))
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from qtts_sweep.schema import ValidationError
+    from qtts_sweep.config.schema import ValidationError
 
     try:
         return args.func(args)

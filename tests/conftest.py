@@ -24,9 +24,9 @@ def tiny_sweep(tmp, tiny_model_dir, name: str = "tiny", n_trials: int = 4, extra
     """A SweepDriver for `sweeps/<name>.yaml` on the tiny preset, writing under `tmp`."""
     import dataclasses
 
-    from qtts_sweep.config import load_config
-    from qtts_sweep.sweep import SweepDriver
-    from qtts_sweep.sweep_spec import load_spec
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.driver import SweepDriver
+    from qtts_sweep.sweep.spec import load_spec
 
     spec = dataclasses.replace(load_spec(name), n_trials=n_trials, **spec_changes)
     base = [*CHEAP, f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}", *extra]
@@ -44,15 +44,15 @@ def runs_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(runs_dir) -> Path:
-    from qtts_sweep.tiny import build_tiny_model
+    from qtts_sweep.model.tiny import build_tiny_model
 
     return build_tiny_model(runs_dir / "models" / "tiny-seed0", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
-    from qtts_sweep.config import load_config
-    from qtts_sweep.modeling import load_model
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.model.modeling import load_model
 
     cfg = load_config(["model=tiny"])
     assert Path(cfg.model.source) == tiny_model_dir

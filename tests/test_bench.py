@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qtts_sweep import bench
+from qtts_sweep.tools import bench
 
 
 @pytest.mark.slow

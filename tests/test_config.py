@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from qtts_sweep.cli import main
-from qtts_sweep.config import CONF_DIR, load_config
-from qtts_sweep.schema import ConfigError, LoraConfig, TrainConfig
+from qtts_sweep.config.loader import CONF_DIR, load_config
+from qtts_sweep.config.schema import ConfigError, LoraConfig, TrainConfig
 
 GROUPS = ["model", "data", "lora", "train", "eval", "tracking", "paths", "experiment", "debug"]
 # Options that need a value only the user can give (their dataset); composed with that value supplied.

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from qtts_sweep.config import load_config
+from qtts_sweep.config.loader import load_config
 from qtts_sweep.data.prepare import DataError, prepare_dataset
 from tests.conftest import DEMO_DIR
 

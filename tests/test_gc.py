@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qtts_sweep.gc import collect_garbage
-from qtts_sweep.promote import promote
+from qtts_sweep.production.gc import collect_garbage
+from qtts_sweep.production.promote import promote
 from tests.conftest import tiny_sweep
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qtts_sweep import modeling
-from qtts_sweep.loss import CORRECT, Example, LossVariant, align, compute_loss
+from qtts_sweep.model import modeling
+from qtts_sweep.model.loss import CORRECT, Example, LossVariant, align, compute_loss
 from tests.conftest import DEMO_DIR
 
 TEXT = "Hello there, general."
@@ -144,7 +144,7 @@ def test_batching_with_padding_changes_nothing(tiny_loaded, spk, generated):
 
 def _overfit(variant: LossVariant, steps: int = 400):
     """Full-parameter Adam on one real utterance; then greedy regeneration."""
-    from qtts_sweep.config import load_config
+    from qtts_sweep.config.loader import load_config
 
     loaded = modeling.load_model(load_config(["model=tiny"]).model)
     model = loaded.model

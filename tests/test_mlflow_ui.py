@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from qtts_sweep.tracking import STUDY_PREFIX
+from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import tiny_sweep
 
 pytestmark = [

@@ -14,14 +14,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from qtts_sweep.promote import (
+from qtts_sweep.evaluate.synth import Line
+from qtts_sweep.production.promote import (
     BundleError,
     bundle_synthesizer,
     export_merged,
     load_bundle,
     promote,
 )
-from qtts_sweep.synth import Line
 from tests.conftest import tiny_sweep
 
 pytestmark = pytest.mark.slow

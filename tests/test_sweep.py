@@ -15,9 +15,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from qtts_sweep.sweep import budget_used, make_storage
-from qtts_sweep.sweep_spec import SWEEPS_DIR, load_spec
-from qtts_sweep.tracking import STUDY_PREFIX
+from qtts_sweep.sweep.driver import budget_used, make_storage
+from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
+from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import CHEAP, tiny_sweep
 
 # Cheap trials: few steps per epoch, two short val lines, greedy decoding with a small token cap.
@@ -171,7 +171,7 @@ def test_median_pruner_stops_a_bad_lr_early_and_spares_the_good_ones(tmp_path, t
     last_step = max(pruned.intermediate_values)
     assert last_step < 4  # stopped before its last epoch
     # the epochs it trained before pruning are stored and reusable
-    from qtts_sweep.store import CheckpointStore
+    from qtts_sweep.train.store import CheckpointStore
 
     keys = {t.user_attrs.get("training_key") for t in trials[:2]}
     store = CheckpointStore(tmp_path / "store")

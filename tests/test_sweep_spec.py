@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from qtts_sweep.config import load_config
-from qtts_sweep.schema import ConfigError
-from qtts_sweep.sweep import budget_used, make_sampler, plan_sweep
-from qtts_sweep.sweep_spec import SWEEPS_DIR, load_spec, overrides_for, suggest
+from qtts_sweep.config.loader import load_config
+from qtts_sweep.config.schema import ConfigError
+from qtts_sweep.sweep.driver import budget_used, make_sampler, plan_sweep
+from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec, overrides_for, suggest
 
 SHIPPED = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
@@ -110,7 +110,7 @@ def test_an_untagged_trial_of_a_dead_driver_is_failed_and_not_counted(tmp_path):
     import subprocess
     import sys
 
-    from qtts_sweep.sweep import recover_stale
+    from qtts_sweep.sweep.driver import recover_stale
 
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from qtts_sweep import modeling
-from qtts_sweep.config import load_config
-from qtts_sweep.synth import Line, Synthesizer, batch_seed, decoding_kwargs, max_new_tokens_for
-from qtts_sweep.train import ensure_epoch
+from qtts_sweep.config.loader import load_config
+from qtts_sweep.evaluate.synth import Line, Synthesizer, batch_seed, decoding_kwargs, max_new_tokens_for
+from qtts_sweep.model import modeling
+from qtts_sweep.train.loop import ensure_epoch
 from tests.conftest import DEMO_DIR
 
 FAST = [

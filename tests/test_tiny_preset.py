@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qtts_sweep.tiny import build_tiny_model, folder_digest
+from qtts_sweep.model.tiny import build_tiny_model, folder_digest
 from tests.conftest import DEMO_DIR
 
 
@@ -49,8 +49,8 @@ def no_network(monkeypatch):
 def test_loads_offline_and_generates_24khz_audio(tiny_model_dir, no_network):
     from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
 
-    from qtts_sweep.config import load_config
-    from qtts_sweep.modeling import load_audio_24k, load_model, speaker_embedding
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.model.modeling import load_audio_24k, load_model, speaker_embedding
 
     loaded = load_model(load_config(["model=tiny"]).model)
     assert type(loaded.model).__name__ == "Qwen3TTSForConditionalGeneration"
@@ -67,7 +67,7 @@ def test_loads_offline_and_generates_24khz_audio(tiny_model_dir, no_network):
 
 
 def test_codec_is_not_degenerate_on_real_speech(tiny_loaded):
-    from qtts_sweep.modeling import load_audio_24k
+    from qtts_sweep.model.modeling import load_audio_24k
 
     wav = load_audio_24k(DEMO_DIR / "wavs" / "demo_0001.flac")
     codes = tiny_loaded.model.speech_tokenizer.encode(wav, sr=24000).audio_codes[0]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qtts_sweep import modeling
-from qtts_sweep.config import load_config
-from qtts_sweep.reporting import ListReporter
-from qtts_sweep.store import KEY_EXCLUDED, CheckpointStore, config_leaves, key_material, training_key
-from qtts_sweep.train import ensure_epoch, resolve_run, validation_loss
+from qtts_sweep.config.loader import load_config
+from qtts_sweep.model import modeling
+from qtts_sweep.tracking.reporter import ListReporter
+from qtts_sweep.train.loop import ensure_epoch, resolve_run, validation_loss
+from qtts_sweep.train.store import KEY_EXCLUDED, CheckpointStore, config_leaves, key_material, training_key
 
 FAST = [
     "model=tiny",
@@ -90,7 +90,7 @@ def test_speaker_embedding_comes_from_the_reference_clip(tmp_path):
 
 
 def test_validation_handles_tiny_sets(tiny_loaded):
-    from qtts_sweep.loss import Example
+    from qtts_sweep.model.loss import Example
 
     cfg = load_config(FAST)
     spk = torch.zeros(tiny_loaded.model.config.talker_config.hidden_size)
@@ -181,7 +181,7 @@ def test_cli_train_twice_trains_nothing_the_second_time(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_training_on_a_reused_worker_model_equals_a_fresh_process(tmp_path):
-    from qtts_sweep.lora import apply_lora
+    from qtts_sweep.model.lora import apply_lora
 
     a = _cfg(tmp_path / "reused", "train.lr=1e-3")
     b = _cfg(tmp_path / "reused", "train.lr=3e-3")

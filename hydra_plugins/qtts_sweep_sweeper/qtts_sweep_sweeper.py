@@ -1,4 +1,4 @@
-"""Hydra sweeper plugin `hydra/sweeper=qtts`: a thin shim over `qtts_sweep.sweep`, no logic of its own.
+"""Hydra sweeper plugin `hydra/sweeper=qtts`: a thin shim over `qtts_sweep.sweep.driver`, no logic of its own.
 
 It lives here only because Hydra loads sweepers from the `hydra_plugins` namespace package. No
 `from __future__ import annotations`: Hydra imports plugin modules without registering them in sys.modules,
@@ -30,6 +30,6 @@ class QttsSweeper(Sweeper):
         self.context = {"hydra_context": hydra_context, "config": config}
 
     def sweep(self, arguments: list[str]) -> Any:
-        from qtts_sweep.sweep import sweep_from_hydra
+        from qtts_sweep.sweep.driver import sweep_from_hydra
 
         return sweep_from_hydra(self.sweep_name, arguments, **self.context)

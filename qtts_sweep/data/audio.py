@@ -92,7 +92,7 @@ def write_wav_24k(path: Path, wav: np.ndarray) -> None:
     """Atomic write of a 24 kHz float WAV (float keeps the resampled signal exact; no requantization)."""
     import soundfile as sf
 
-    from qtts_sweep.fsio import atomic_file
+    from qtts_sweep.util.fsio import atomic_file
 
     with atomic_file(path) as tmp:
         sf.write(str(tmp), wav, TARGET_SR, subtype="FLOAT", format="WAV")

@@ -50,7 +50,7 @@ class CodeCache:
         return np.load(p) if p.is_file() else None
 
     def put(self, audio_sha: str, codes: np.ndarray) -> None:
-        from qtts_sweep.fsio import atomic_file
+        from qtts_sweep.util.fsio import atomic_file
 
         with atomic_file(self.path(audio_sha)) as tmp:
             np.save(tmp, codes.astype(np.int16))
@@ -76,7 +76,7 @@ def encode_missing(
     import torch
     from qwen_tts import Qwen3TTSTokenizer
 
-    from qtts_sweep.modeling import resolve_device
+    from qtts_sweep.model.modeling import resolve_device
 
     tok = Qwen3TTSTokenizer.from_pretrained(
         speech_tokenizer_dir(model_source), device_map=resolve_device(device), dtype=torch.float32

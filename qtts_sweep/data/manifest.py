@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtts_sweep.schema import DataConfig, Problem
+from qtts_sweep.config.schema import DataConfig, Problem
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtts_sweep.config.schema import Config, DataConfig, Problem, ValidationError
 from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_file, to_24k_mono, write_wav_24k
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
-from qtts_sweep.fsio import write_text_atomic
-from qtts_sweep.schema import Config, DataConfig, Problem, ValidationError
+from qtts_sweep.util.fsio import write_text_atomic
 
 
 class DataError(ValidationError):
@@ -158,7 +158,7 @@ def _dataset_hash(splits: dict[str, list[dict]], ref_sha: str, tok_id: str) -> s
 
 def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     """Validate, convert, split and encode the configured dataset (cached); see the module docstring."""
-    from qtts_sweep.modeling import ensure_model_folder
+    from qtts_sweep.model.modeling import ensure_model_folder
 
     data = cfg.data
     runs = Path(cfg.paths.runs_dir)

@@ -304,7 +304,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
     from transformers import EncodecFeatureExtractor
 
-    from qtts_sweep.fsio import atomic_folder
+    from qtts_sweep.util.fsio import atomic_folder
 
     out = Path(out_dir)
     with atomic_folder(out) as tmp:

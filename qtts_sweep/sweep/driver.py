@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import Config, ValidationError
-from qtts_sweep.sweep_spec import SweepSpec, apply_params, overrides_for, suggest
+from qtts_sweep.config.schema import Config, ValidationError
+from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
 
 HEARTBEAT_S = 5  # trial heartbeat period; a RUNNING trial silent for GRACE_S is stale
 GRACE_S = 20
@@ -73,7 +73,7 @@ def make_sampler(spec: SweepSpec):
         return optuna.samplers.RandomSampler(seed=spec.sampler_seed)
     if spec.sampler == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=spec.sampler_seed, **kw)
-    from qtts_sweep.sweep_spec import grid_space
+    from qtts_sweep.sweep.spec import grid_space
 
     return optuna.samplers.GridSampler(grid_space(spec), seed=spec.sampler_seed)
 
@@ -224,7 +224,7 @@ class WorkerHandle:
     def ensure(self) -> None:
         if self.proc is not None and self.proc.is_alive():
             return
-        from qtts_sweep.worker import worker_main
+        from qtts_sweep.sweep.worker import worker_main
 
         parent, child = self._ctx.Pipe()
         self.proc = self._ctx.Process(target=worker_main, args=(child,), daemon=True, name="qtts-sweep-worker")
@@ -326,8 +326,8 @@ class SweepDriver:
         )
 
     def run(self) -> SweepOutcome:
-        from qtts_sweep.tracking import make_tracker
-        from qtts_sweep.worker import TrialRequest
+        from qtts_sweep.sweep.worker import TrialRequest
+        from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
         # Start the worker now: its imports and model load overlap the study setup below.
         self.worker.ensure()
@@ -380,7 +380,7 @@ class SweepDriver:
 
     def _base_eval(self) -> tuple[str | None, float]:
         """Base-model audio of the val lines for the listening page (cached like any evaluation)."""
-        from qtts_sweep.worker import TrialRequest
+        from qtts_sweep.sweep.worker import TrialRequest
 
         try:
             self.worker.ensure()
@@ -406,7 +406,7 @@ class SweepDriver:
     def _one_trial(self, study, tracker, parent: str | None, crash: dict[int, str]) -> int:
         from optuna.trial import TrialState
 
-        from qtts_sweep.worker import TrialRequest
+        from qtts_sweep.sweep.worker import TrialRequest
 
         trial = study.ask()
         study._storage.set_trial_user_attr(trial._trial_id, "driver_host", socket.gethostname())
@@ -551,7 +551,7 @@ def best_trial_summary(study, spec: SweepSpec) -> dict[str, Any] | None:
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not done:
         return None
-    from qtts_sweep.promote import select_trial
+    from qtts_sweep.production.promote import select_trial
 
     best = select_trial(study, None, spec.multi)
     return {
@@ -567,8 +567,8 @@ def sweep_from_hydra(sweep_name: str, arguments: list[str], hydra_context: Any, 
     """Entry from the Hydra sweeper plugin: trial configs are composed by Hydra's own config loader."""
     from omegaconf import OmegaConf
 
-    from qtts_sweep.config import compose_with, finish
-    from qtts_sweep.sweep_spec import load_spec
+    from qtts_sweep.config.loader import compose_with, finish
+    from qtts_sweep.sweep.spec import load_spec
 
     loader = hydra_context.config_loader
 
@@ -586,7 +586,7 @@ def sweep_from_hydra(sweep_name: str, arguments: list[str], hydra_context: Any, 
     spec_cfg = compose([*spec.base, *arguments])  # the base of the sweep file may change max_epochs
     spec = load_spec(sweep_name, max_epochs=spec_cfg.train.max_epochs)
     outcome = SweepDriver(spec, compose, list(arguments)).run()
-    from qtts_sweep.report import finish_sweep
+    from qtts_sweep.sweep.report import finish_sweep
 
     finish_sweep(spec, outcome, spec_cfg, outcome.base_eval_dir)
     return outcome
@@ -596,7 +596,7 @@ def model_config_dict(cfg: Config) -> dict:
     """config.json of the configured model without loading weights (for planning)."""
     import json
 
-    from qtts_sweep.tiny import shaped_model_config
+    from qtts_sweep.model.tiny import shaped_model_config
 
     folder = Path(cfg.model.source)
     if (folder / "config.json").is_file():
@@ -608,8 +608,8 @@ def model_config_dict(cfg: Config) -> dict:
 
 def plan_sweep(name: str, overrides: list[str], config_dir: str | None = None) -> str:
     """`qtts-sweep sweep <name> --plan`: validate the sweep and print what it can cost."""
-    from qtts_sweep.config import load_config
-    from qtts_sweep.sweep_spec import format_plan, load_spec, lora_param_count, plan
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.spec import format_plan, load_spec, lora_param_count, plan
 
     spec = load_spec(name)
     cfg = load_config([*spec.base, *overrides], config_dir)
@@ -620,9 +620,9 @@ def plan_sweep(name: str, overrides: list[str], config_dir: str | None = None) -
 
 def launch(name: str, overrides: list[str], config_dir: str | None = None) -> int:
     """`qtts-sweep sweep <name>`: validate, then run the Hydra multirun with the qtts sweeper."""
-    from qtts_sweep.config import load_config
-    from qtts_sweep.hydra_app import run
-    from qtts_sweep.sweep_spec import load_spec
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.hydra_app import run
+    from qtts_sweep.sweep.spec import load_spec
 
     spec = load_spec(name)
     cfg = load_config([*spec.base, *overrides], config_dir)
@@ -644,7 +644,7 @@ def launch(name: str, overrides: list[str], config_dir: str | None = None) -> in
 
 
 def closing_lines(cfg: Config, study_name: str, storage: str) -> str:
-    from qtts_sweep.tracking import make_tracker
+    from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
     return "\n".join(
         [

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import ConfigError, Problem
+from qtts_sweep.config.schema import ConfigError, Problem
 
-SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 PARAM_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "grid", "nsgaii")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
@@ -396,7 +396,7 @@ def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
     """
     import dataclasses
 
-    from qtts_sweep.schema import cross_group_problems
+    from qtts_sweep.config.schema import cross_group_problems
 
     by_group: dict[str, dict[str, Any]] = {}
     for dotted, value in params.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qtts_sweep import modeling
+from qtts_sweep.model import modeling
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import Config
+from qtts_sweep.config.schema import Config
 
 TABLE_METRICS = (
     "talker_acc",
@@ -29,7 +29,7 @@ TABLE_METRICS = (
 def trial_rows(study) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
-    from qtts_sweep.sweep import requeued
+    from qtts_sweep.sweep.driver import requeued
 
     retried = requeued(study.get_trials(deepcopy=False))
     rows = []
@@ -182,8 +182,8 @@ def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None
     """Write and log the report; print and return the summary table."""
     import optuna
 
-    from qtts_sweep.sweep import make_storage
-    from qtts_sweep.tracking import make_tracker
+    from qtts_sweep.sweep.driver import make_storage
+    from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
     study = optuna.load_study(study_name=spec.study_name, storage=make_storage(outcome.storage))
     out = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name / "report"
@@ -215,7 +215,7 @@ def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None
 def report_command(study_name: str, storage: str, top_k: int = 10) -> str:
     import optuna
 
-    from qtts_sweep.sweep import make_storage
+    from qtts_sweep.sweep.driver import make_storage
 
     try:
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage))

@@ -1,7 +1,7 @@
 """Composes the Hydra config tree and validates it against the schemas, reporting every problem at once.
 
 `load_config(overrides)` is what every subcommand calls first: compose `conf/` (plus any `--config-dir`),
-check every key's type and every rule (`qtts_sweep.schema`), resolve paths, and return a typed `Config`.
+check every key's type and every rule (`qtts_sweep.config.schema`), resolve paths, and return a typed `Config`.
 Nothing heavy is imported here: a bad config fails in well under a second, before any model is loaded.
 
 Not here: the rules themselves (schema.py) and the sweep's Hydra app (sweep issue).
@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from qtts_sweep.schema import (
+from qtts_sweep.config.schema import (
     GROUP_SCHEMAS,
     Config,
     ConfigError,
@@ -29,7 +29,7 @@ from qtts_sweep.schema import (
     register_configs,
 )
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_DIR / "conf"
 PRIMARY = "config"
 

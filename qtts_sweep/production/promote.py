@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import (
+from qtts_sweep.config.schema import (
     Config,
     DecodingConfig,
     LoraConfig,
@@ -71,7 +71,7 @@ def load_bundle(path: str | os.PathLike, check_model: bool = True) -> Bundle:
     """Validate a bundle before any model loads: fields, files, base-model hash. Every problem at once."""
     import yaml
 
-    from qtts_sweep.store import model_identity
+    from qtts_sweep.train.store import model_identity
 
     p = Path(path)
     folder = p.parent if p.suffix in (".yaml", ".yml") else p
@@ -215,7 +215,7 @@ def select_trial(study, trial_number: int | None, multi: bool, objectives: list[
 def _write_bundle(out: Path, payload: dict, adapter: Path, spk: Path) -> None:
     import yaml
 
-    from qtts_sweep.fsio import atomic_folder
+    from qtts_sweep.util.fsio import atomic_folder
 
     with atomic_folder(out) as tmp:
         shutil.copy2(adapter, tmp / "adapter.safetensors")
@@ -244,9 +244,9 @@ def promote(
     """Select, bundle, score on the test split, register. Promoting the same trial again changes nothing."""
     import optuna
 
-    from qtts_sweep import modeling
-    from qtts_sweep.store import model_identity
-    from qtts_sweep.sweep import _redact, make_storage
+    from qtts_sweep.model import modeling
+    from qtts_sweep.sweep.driver import _redact, make_storage
+    from qtts_sweep.train.store import model_identity
 
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
     multi = multi or len(study.directions) > 1
@@ -303,7 +303,7 @@ def promote(
         },
     }
     _write_bundle(out, payload, ckpt / "adapter.safetensors", ckpt / "speaker_embedding.safetensors")
-    from qtts_sweep.tracking import make_tracker
+    from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
     version = make_tracker(cfg.tracking).register_bundle(
         f"qtts-{name}", out, trial.user_attrs.get("mlflow_run_id"), {"study": study_name, "trial": str(trial.number)}
@@ -335,10 +335,10 @@ def trial_config(cfg: Config, ckpt: Path, trial) -> Config:
 
 def score_on_test(cfg: Config, ckpt: Path) -> dict[str, float]:
     """The promoted pair on the held-out test split (never used for selection); cached like any evaluation."""
-    from qtts_sweep import modeling
-    from qtts_sweep.evaluate import MetricSuite, evaluate, held_out_lines
-    from qtts_sweep.synth import Synthesizer
-    from qtts_sweep.train import resolve_run
+    from qtts_sweep.evaluate.scoring import MetricSuite, evaluate, held_out_lines
+    from qtts_sweep.evaluate.synth import Synthesizer
+    from qtts_sweep.model import modeling
+    from qtts_sweep.train.loop import resolve_run
 
     test_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, split="test"))
     run = resolve_run(test_cfg)
@@ -365,7 +365,7 @@ def bundle_config(cfg: Config, bundle: Bundle) -> Config:
 
 
 def bundle_synthesizer(cfg: Config, bundle: Bundle):
-    from qtts_sweep.synth import Synthesizer
+    from qtts_sweep.evaluate.synth import Synthesizer
 
     synth = Synthesizer(bundle_config(cfg, bundle))
     synth.use(bundle.dir, bundle.lora_scale)  # adapter.safetensors + speaker_embedding.safetensors
@@ -375,7 +375,7 @@ def bundle_synthesizer(cfg: Config, bundle: Bundle):
 def resolve_bundle(cfg: Config, where: str, tmp: Path) -> Bundle:
     """A bundle from a folder / production.yaml path, or from the registry (`models:/<name>@production`)."""
     if where.startswith("models:/") or where.startswith("runs:/"):
-        from qtts_sweep.tracking import make_tracker
+        from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
         where = str(make_tracker(cfg.tracking).download_bundle(where, tmp))
     return load_bundle(where)
@@ -385,7 +385,7 @@ def production_synth(cfg: Config, where: str, texts: list[str], out_dir: str | N
     """`qtts-sweep synth --production <bundle|models:/name@production> --text ...`."""
     import soundfile as sf
 
-    from qtts_sweep.synth import Line
+    from qtts_sweep.evaluate.synth import Line
 
     if not texts:
         raise BundleError([Problem("--text", None, "nothing to say", 'pass --text "..." or --text-file')], "request")
@@ -408,7 +408,7 @@ def production_synth(cfg: Config, where: str, texts: list[str], out_dir: str | N
 
 def _unload_lora(model: Any) -> int:
     """Merge every LoRA layer at its current scale into its base layer and put the base layer back."""
-    from qtts_sweep.lora import lora_layers
+    from qtts_sweep.model.lora import lora_layers
 
     names = {id(m): n for n, m in model.named_modules()}
     merged = 0
@@ -458,7 +458,7 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
             model.talker.get_input_embeddings().weight[spk_id] = synth.spk_embedding.to(model.dtype)
         model.speaker_encoder = None  # a custom-voice config builds none
         base = _base_folder(bundle, cfg.model.local_files_only)
-        from qtts_sweep.fsio import atomic_folder
+        from qtts_sweep.util.fsio import atomic_folder
 
         with atomic_folder(out) as stage:
             for item in base.iterdir():
@@ -481,7 +481,7 @@ def export_merged(cfg: Config, where: str, out: str | os.PathLike, speaker: str 
             config["talker_config"]["spk_id"] = {name: spk_id}
             config["talker_config"]["spk_is_dialect"] = {name: False}
             (stage / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            from qtts_sweep.tiny import _normalize_json_files
+            from qtts_sweep.model.tiny import _normalize_json_files
 
             _normalize_json_files(stage)  # drop the empty speaker-encoder model_type that breaks reloading
             info = {"merged_lora_layers": n, "lora_scale": bundle.lora_scale, "speaker": name, "spk_id": spk_id}
@@ -495,7 +495,7 @@ def format_promotion(r: PromotionResult) -> str:
     lines = [f"promoted trial {r.trial} to {r.bundle}"]
     if r.model_version:
         lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
-    from qtts_sweep.report import TABLE_METRICS
+    from qtts_sweep.sweep.report import TABLE_METRICS
 
     shown = [k for k in ("objective", *TABLE_METRICS) if k in r.test_metrics]
     lines.append("  test split (never used for selection): " + ", ".join(f"{k} {r.test_metrics[k]:.4g}" for k in shown))

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtts_sweep.config.schema import Config
 from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
-from qtts_sweep.reporting import MetricReporter, NullReporter
-from qtts_sweep.schema import Config
-from qtts_sweep.store import CheckpointStore, key_material, model_identity, training_key
+from qtts_sweep.tracking.reporter import MetricReporter, NullReporter
+from qtts_sweep.train.store import CheckpointStore, key_material, model_identity, training_key
 
 EPOCH_SEED_STRIDE = 100_003  # seed of epoch e = train.seed * stride + e: independent, reproducible streams
 
@@ -59,7 +59,7 @@ def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: s
     A sweep worker passes the dataset and model identity it already checked (they do not change mid-sweep).
     """
     from qtts_sweep.data.audio import sha256_file
-    from qtts_sweep.modeling import ensure_model_folder
+    from qtts_sweep.model.modeling import ensure_model_folder
 
     ds = dataset or prepare_dataset(cfg)
     model_id = model_id or model_identity(ensure_model_folder(cfg.model))
@@ -76,8 +76,8 @@ def epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
 def _examples(loaded: Any, rows: list[dict], spk: Any) -> list[Any]:
     import torch
 
-    from qtts_sweep.loss import Example
-    from qtts_sweep.modeling import tokenize_line
+    from qtts_sweep.model.loss import Example
+    from qtts_sweep.model.modeling import tokenize_line
 
     out = []
     for row in rows:
@@ -105,7 +105,7 @@ def validation_loss(model: Any, examples: list[Any], cfg: Config) -> dict[str, f
     """Teacher-forced loss and accuracies on held-out lines (empty set -> empty dict, one line is fine)."""
     import torch
 
-    from qtts_sweep.loss import compute_loss
+    from qtts_sweep.model.loss import compute_loss
 
     if not examples:
         return {}
@@ -137,7 +137,7 @@ def _save_epoch(
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from qtts_sweep.lora import adapter_state_dict
+    from qtts_sweep.model.lora import adapter_state_dict
 
     state = {
         "optimizer": opt.state_dict(),
@@ -222,9 +222,9 @@ def _train_epochs(
     import torch
     from transformers import get_scheduler
 
-    from qtts_sweep import modeling
-    from qtts_sweep.lora import apply_lora, load_adapter_state, reset_lora
-    from qtts_sweep.loss import compute_loss
+    from qtts_sweep.model import modeling
+    from qtts_sweep.model.lora import apply_lora, load_adapter_state, reset_lora
+    from qtts_sweep.model.loss import compute_loss
 
     fresh = loaded is None
     loaded = loaded or modeling.load_model(cfg.model)

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtts_sweep.schema import Config
+from qtts_sweep.config.schema import Config
 
 
 @dataclass
@@ -29,8 +29,8 @@ def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[
     import optuna
     import yaml
 
-    from qtts_sweep.report import top_trials
-    from qtts_sweep.sweep import make_storage
+    from qtts_sweep.sweep.driver import make_storage
+    from qtts_sweep.sweep.report import top_trials
 
     store = Path(cfg.paths.store_dir)
     keep: set[Path] = set()

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from qtts_sweep.schema import Config
+from qtts_sweep.config.schema import Config
 
 
 @dataclass
@@ -49,8 +49,8 @@ class _State:
         self.model_ids: dict[str, str] = {}
 
     def model_id(self, cfg: Config) -> str:
-        from qtts_sweep.modeling import ensure_model_folder
-        from qtts_sweep.store import model_identity
+        from qtts_sweep.model.modeling import ensure_model_folder
+        from qtts_sweep.train.store import model_identity
 
         if cfg.model.source not in self.model_ids:
             self.model_ids[cfg.model.source] = model_identity(ensure_model_folder(cfg.model))
@@ -66,8 +66,8 @@ class _State:
         return self.datasets[key]
 
     def ensure(self, cfg: Config) -> None:
-        from qtts_sweep.evaluate import MetricSuite
-        from qtts_sweep.synth import Synthesizer
+        from qtts_sweep.evaluate.scoring import MetricSuite
+        from qtts_sweep.evaluate.synth import Synthesizer
 
         ident = _identity(cfg)
         if ident != self.identity:
@@ -92,9 +92,9 @@ def _test_crash(kind: str | None) -> None:
 def run_trial(req: TrialRequest, state: _State, conn: Any) -> dict[str, Any]:
     import time
 
-    from qtts_sweep import modeling
-    from qtts_sweep.evaluate import evaluate, held_out_lines
-    from qtts_sweep.train import TrainingDiverged, ensure_epoch, resolve_run
+    from qtts_sweep.evaluate.scoring import evaluate, held_out_lines
+    from qtts_sweep.model import modeling
+    from qtts_sweep.train.loop import TrainingDiverged, ensure_epoch, resolve_run
 
     cfg = req.config
     _test_crash(req.crash)
@@ -152,9 +152,9 @@ def run_base(req: TrialRequest, state: _State) -> dict[str, Any]:
     """The base model on the val lines with the same speaker embedding and decoding (scale 0, no adapter)."""
     import time
 
-    from qtts_sweep import modeling
-    from qtts_sweep.evaluate import evaluate, held_out_lines
-    from qtts_sweep.train import resolve_run
+    from qtts_sweep.evaluate.scoring import evaluate, held_out_lines
+    from qtts_sweep.model import modeling
+    from qtts_sweep.train.loop import resolve_run
 
     cfg = req.config
     run = resolve_run(cfg, state.dataset(cfg), state.model_id(cfg))

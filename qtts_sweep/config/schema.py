@@ -4,7 +4,7 @@ Each dataclass lists its fields (with `choices`/`help` metadata) and a `problems
 its values break, as `Problem`s that carry the key path, the value, the rule and the fix. `__post_init__` raises
 them all together, so a schema object can never exist in an invalid state. Cross-group rules live on `Config`.
 
-This module is pure: no torch, no Hydra composition (see `qtts_sweep.config` for loading).
+This module is pure: no torch, no Hydra composition (see `qtts_sweep.config.loader` for loading).
 """
 
 from __future__ import annotations

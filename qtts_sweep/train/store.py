@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import Config
+from qtts_sweep.config.schema import Config
 
 KEY_GROUPS = ("model", "data", "lora", "train")
 # Leaves that do not change what a checkpoint contains, or are replaced by a content hash. Each has a reason:
@@ -35,7 +35,7 @@ KEY_EXCLUDED = {
     "data.strict": "changes the rows kept, which the prepared-data hash covers",
     "data.codec_batch_size": "codes do not depend on batch composition (tested)",
 }
-TRAINING_SOURCES = ("loss.py", "train.py", "modeling.py", "lora.py")
+TRAINING_SOURCES = ("model/loss.py", "train/loop.py", "model/modeling.py", "model/lora.py")  # relative to the package
 LIBRARIES = ("qwen-tts", "torch", "transformers", "peft")
 
 
@@ -85,7 +85,7 @@ def model_identity(source: str) -> str:
 
 def source_hash() -> str:
     """Hash of the loss, training-loop, layout and LoRA source files: a code change invalidates checkpoints."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for name in TRAINING_SOURCES:
         h.update(name.encode() + b"\0" + (here / name).read_bytes())
@@ -139,7 +139,7 @@ class CheckpointStore:
         return max(done) if done else None
 
     def write_material(self, key: str, material: dict[str, Any]) -> None:
-        from qtts_sweep.fsio import write_text_atomic
+        from qtts_sweep.util.fsio import write_text_atomic
 
         target = self.key_dir(key) / "key.json"
         if not target.is_file():
@@ -147,7 +147,7 @@ class CheckpointStore:
 
     def save_epoch(self, key: str, epoch: int, files: dict[str, Any]) -> Path:
         """Write {name: writer(path)} into a temp folder, mark it COMPLETE, rename it into place."""
-        from qtts_sweep.fsio import atomic_folder
+        from qtts_sweep.util.fsio import atomic_folder
 
         final = self.epoch_dir(key, epoch)
         with atomic_folder(final) as tmp:  # a stale copy from an interrupted run is replaced

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import Config, DecodingConfig
+from qtts_sweep.config.schema import Config, DecodingConfig
 
 WARMUP_FRAMES = 8  # decode a short dummy sequence once: the first decode after load can be corrupted (#219)
 
@@ -70,8 +70,8 @@ class Synthesizer:
     """One loaded base model serving any (checkpoint, scale)."""
 
     def __init__(self, cfg: Config, warmup: bool = True):
-        from qtts_sweep import modeling
-        from qtts_sweep.lora import apply_lora
+        from qtts_sweep.model import modeling
+        from qtts_sweep.model.lora import apply_lora
 
         self.cfg = cfg
         self.loaded = modeling.load_model(cfg.model)
@@ -101,8 +101,8 @@ class Synthesizer:
 
     def use(self, checkpoint: Path | None, scale: float, spk_embedding: Any | None = None) -> None:
         """Switch to an epoch folder's adapter (None: no adapter, the base model) at `scale`."""
-        from qtts_sweep.lora import load_adapter_state, set_lora_scale
-        from qtts_sweep.train import load_adapter_file, load_speaker_embedding
+        from qtts_sweep.model.lora import load_adapter_state, set_lora_scale
+        from qtts_sweep.train.loop import load_adapter_file, load_speaker_embedding
 
         if checkpoint is None:
             self._zero_adapter()
@@ -120,7 +120,7 @@ class Synthesizer:
         self, lines: list[Line], dec: DecodingConfig, batch_size: int, seed_index: int = 0, decode_audio: bool = True
     ) -> list[Synthesized]:
         """Codes (and 24 kHz audio) for every line, in fixed batches of `batch_size` in line order."""
-        from qtts_sweep import modeling
+        from qtts_sweep.model import modeling
 
         out: list[Synthesized] = []
         kwargs = decoding_kwargs(dec)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import sys
 
-from qtts_sweep.config import CONF_DIR
+from qtts_sweep.config.loader import CONF_DIR
 
 
 def run(argv: list[str]) -> int:
     import hydra
     from omegaconf import DictConfig
 
-    from qtts_sweep.config import _register_resolvers
-    from qtts_sweep.schema import register_configs
+    from qtts_sweep.config.loader import _register_resolvers
+    from qtts_sweep.config.schema import register_configs
 
     _register_resolvers()
     register_configs()

@@ -28,7 +28,7 @@ def bench_prep(overrides: list[str], repeats: int = 3) -> float:
     The tiny model folder is built before timing (model creation is not data preparation); each cold run gets
     an empty runs/ of its own.
     """
-    from qtts_sweep.tiny import build_tiny_model
+    from qtts_sweep.model.tiny import build_tiny_model
 
     exe = [sys.executable, "-m", "qtts_sweep.cli", "prepare", "model=tiny", *overrides]
     first, cached = [], []
@@ -53,7 +53,7 @@ def bench_prep(overrides: list[str], repeats: int = 3) -> float:
 def _random_batch(model, batch_size: int, frames: int, text_len: int, generator):
     import torch
 
-    from qtts_sweep.loss import Example
+    from qtts_sweep.model.loss import Example
 
     tcfg = model.config.talker_config
     spk = torch.randn(tcfg.hidden_size, generator=generator).to(model.device, model.dtype)
@@ -92,10 +92,10 @@ def bench_train(
     import torch
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
-    from qtts_sweep.lora import apply_lora
-    from qtts_sweep.loss import CORRECT, LossVariant, compute_loss
-    from qtts_sweep.schema import LoraConfig
-    from qtts_sweep.tiny import shaped_model_config
+    from qtts_sweep.config.schema import LoraConfig
+    from qtts_sweep.model.lora import apply_lora
+    from qtts_sweep.model.loss import CORRECT, LossVariant, compute_loss
+    from qtts_sweep.model.tiny import shaped_model_config
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     config = Qwen3TTSConfig(**shaped_model_config(shape))
@@ -168,9 +168,9 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
 
     import optuna
 
-    from qtts_sweep.config import load_config
-    from qtts_sweep.sweep import SweepDriver, make_storage
-    from qtts_sweep.sweep_spec import load_spec, overrides_for
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.driver import SweepDriver, make_storage
+    from qtts_sweep.sweep.spec import load_spec, overrides_for
 
     base = [*BENCH_SWEEP_OVERRIDES, "tracking=none", *(overrides or [])]
     spec = dataclasses.replace(
@@ -178,7 +178,7 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
     )
     with tempfile.TemporaryDirectory(prefix="qtts-bench-sweep-") as tmp:
         runs_a, runs_b = Path(tmp) / "a", Path(tmp) / "b"
-        from qtts_sweep.tiny import build_tiny_model
+        from qtts_sweep.model.tiny import build_tiny_model
 
         models = Path(tmp) / "models"
         build_tiny_model(models / "tiny-seed0", seed=0)
@@ -241,11 +241,11 @@ def _replay_without_reuse(params_list: list[dict], base: list[str], overrides_fo
     """Each trial from scratch: model load, training to its epoch in a store of its own, uncached scoring."""
     import dataclasses
 
-    from qtts_sweep import modeling
-    from qtts_sweep.config import load_config
-    from qtts_sweep.evaluate import MetricSuite, evaluate, held_out_lines
-    from qtts_sweep.synth import Synthesizer
-    from qtts_sweep.train import ensure_epoch, resolve_run
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.evaluate.scoring import MetricSuite, evaluate, held_out_lines
+    from qtts_sweep.evaluate.synth import Synthesizer
+    from qtts_sweep.model import modeling
+    from qtts_sweep.train.loop import ensure_epoch, resolve_run
 
     epochs = 0
     for i, params in enumerate(params_list):
@@ -279,8 +279,8 @@ def _overfit_for_eos(synth, lines: list, steps: int) -> None:
     """Briefly overfit the tiny base model on the lines (full parameters) so greedy decoding emits EOS."""
     import torch
 
-    from qtts_sweep import modeling
-    from qtts_sweep.loss import Example, compute_loss
+    from qtts_sweep.model import modeling
+    from qtts_sweep.model.loss import Example, compute_loss
 
     model = synth.model
     params = [p for n, p in model.named_parameters() if n.startswith("talker.") and "lora_" not in n]
@@ -313,11 +313,11 @@ def bench_synth(n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3) ->
 
     import numpy as np
 
-    from qtts_sweep import modeling
-    from qtts_sweep.config import load_config
+    from qtts_sweep.config.loader import load_config
     from qtts_sweep.data.prepare import prepare_dataset
-    from qtts_sweep.evaluate import MetricSuite, held_out_lines
-    from qtts_sweep.synth import Synthesizer
+    from qtts_sweep.evaluate.scoring import MetricSuite, held_out_lines
+    from qtts_sweep.evaluate.synth import Synthesizer
+    from qtts_sweep.model import modeling
 
     with tempfile.TemporaryDirectory(prefix="qtts-bench-synth-") as tmp:
         cfg = load_config(["model=tiny", f"paths.runs_dir={tmp}"])

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import TrackingConfig
+from qtts_sweep.config.schema import TrackingConfig
 
 STUDY_PREFIX = "qtts-study-"
 

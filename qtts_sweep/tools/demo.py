@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from qtts_sweep.schema import Config
+from qtts_sweep.config.schema import Config
 
 DEMO_SWEEP = "tiny"
 DEMO_LINE = "Hello, this is the promoted tiny voice; its weights were random, so expect noise."
@@ -21,9 +21,9 @@ DEMO_LINE = "Hello, this is the promoted tiny voice; its weights were random, so
 
 def run_demo(cfg: Config, overrides: list[str]) -> None:
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
-    from qtts_sweep.promote import BUNDLE_FILE, format_promotion, production_synth, promote
-    from qtts_sweep.sweep import closing_lines, default_storage, launch
-    from qtts_sweep.sweep_spec import load_spec
+    from qtts_sweep.production.promote import BUNDLE_FILE, format_promotion, production_synth, promote
+    from qtts_sweep.sweep.driver import closing_lines, default_storage, launch
+    from qtts_sweep.sweep.spec import load_spec
 
     t0 = time.perf_counter()
     spec = load_spec(DEMO_SWEEP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from qtts_sweep.schema import LoraConfig
+from qtts_sweep.config.schema import LoraConfig
 
 ADAPTER = "default"
 # Module paths of the transformer layers LoRA may adapt (the speaker encoder and codec are never touched).

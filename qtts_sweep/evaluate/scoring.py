@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import Config, EvalConfig
-from qtts_sweep.synth import Line, Synthesized, Synthesizer
+from qtts_sweep.config.schema import Config, EvalConfig
+from qtts_sweep.evaluate.synth import Line, Synthesized, Synthesizer
 
 RESULT_FILE = "result.json"
 EVAL_SCHEMA_VERSION = 1  # bump when metric definitions change: old cached results are then recomputed
@@ -100,7 +100,7 @@ class MetricSuite:
             if self.speaker is not None:
                 self._target["resemblyzer"] = self.speaker.embed(ref_wav, 24000)
             if self.cfg.eval.metrics.qwen_speaker:
-                from qtts_sweep import modeling
+                from qtts_sweep.model import modeling
 
                 self._target["qwen"] = modeling.speaker_embedding(self.synth.loaded, ref_wav).float().cpu()
         return self._target
@@ -148,7 +148,7 @@ class MetricSuite:
 def _qwen_similarity(synth: Synthesizer, wav: Any, target: Any) -> float:
     import torch
 
-    from qtts_sweep import modeling
+    from qtts_sweep.model import modeling
 
     if len(wav) < 2048:  # shorter than one mel window: no embedding, worst similarity
         return 0.0
@@ -161,8 +161,8 @@ def teacher_forced(synth: Synthesizer, lines: list[Line]) -> dict[str, dict[str,
     """Per line: teacher-forced loss and accuracy of both heads on its ground-truth codes, at the current scale."""
     import torch
 
-    from qtts_sweep import modeling
-    from qtts_sweep.loss import Example, compute_loss
+    from qtts_sweep.model import modeling
+    from qtts_sweep.model.loss import Example, compute_loss
 
     out = {}
     with torch.no_grad():
@@ -192,7 +192,7 @@ def _code_metrics(s: Synthesized) -> dict[str, float]:
 def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
     import soundfile as sf
 
-    from qtts_sweep.fsio import atomic_folder
+    from qtts_sweep.util.fsio import atomic_folder
 
     with atomic_folder(final) as tmp:
         (tmp / "wavs").mkdir()
@@ -277,7 +277,7 @@ def evaluate(
 
 
 def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:
-    from qtts_sweep.schema import Problem, ValidationError
+    from qtts_sweep.config.schema import Problem, ValidationError
 
     if use_base:
         return None
@@ -302,8 +302,8 @@ def run_synth(cfg: Config, texts: list[str] | None = None, use_base: bool = Fals
     """`qtts-sweep synth`: held-out lines with metrics (cached), or given texts to wav files; returns a summary."""
     import soundfile as sf
 
-    from qtts_sweep import modeling
-    from qtts_sweep.train import resolve_run
+    from qtts_sweep.model import modeling
+    from qtts_sweep.train.loop import resolve_run
 
     run = resolve_run(cfg)
     ckpt = _checkpoint_for(cfg, run, use_base)

@@ -1,6 +1,6 @@
 """The small protocol training and synthesis report metrics through, so they run with tracking off.
 
-Only `qtts_sweep.tracking` (MLflow) implements it for real; everything else sees a `MetricReporter`.
+Only `qtts_sweep.tracking.mlflow_tracker` (MLflow) implements it for real; everything else sees a `MetricReporter`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.schema import ModelConfig
+from qtts_sweep.config.schema import ModelConfig
 
 SAMPLE_RATE = 24000  # the 12 Hz codec and the speaker encoder only accept 24 kHz
 
@@ -51,7 +51,7 @@ def ensure_model_folder(cfg: ModelConfig) -> str:
         return cfg.source
     folder = Path(cfg.source)
     if not (folder / "config.json").is_file() or not (folder / "speech_tokenizer" / "config.json").is_file():
-        from qtts_sweep.tiny import build_tiny_model
+        from qtts_sweep.model.tiny import build_tiny_model
 
         build_tiny_model(folder, seed=cfg.tiny_seed)
     return str(folder)

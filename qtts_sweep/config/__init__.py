@@ -1,0 +1,6 @@
+"""Configuration: the typed schema of every Hydra config group and the loader that composes and validates it.
+
+Owns: `schema` (dataclasses, `Problem` / `ValidationError`, every value rule), `loader` (Hydra composition, the
+all-problems-at-once validation pass, path resolution). Does not own: what any value does at run time, sweep
+files (`qtts_sweep.sweep.spec`). Imports nothing of the package but `util`.
+"""

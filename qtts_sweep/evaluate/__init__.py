@@ -1,0 +1,6 @@
+"""Scoring one (checkpoint, LoRA scale): synthesis of held-out lines, metrics, objective, cache.
+
+Owns: `synth` (one loaded base model serving any checkpoint and scale, fixed-batch seeded decoding), `scoring`
+(the one scoring function every caller uses: sweep worker, promotion, `synth`, benchmarks). Does not own: metric
+definitions (`qtts_sweep.metrics`), training, Optuna, MLflow.
+"""
