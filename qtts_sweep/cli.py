@@ -62,7 +62,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
     cfg = load_config(args.overrides, args.config_dir)
     if args.production:
-        from qtts_sweep.production.promote import production_synth
+        from qtts_sweep.production.serve import production_synth
 
         print(production_synth(cfg, args.production, texts, args.out))
         return 0
@@ -73,7 +73,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.promote import format_promotion, promote
-    from qtts_sweep.sweep.driver import default_storage
+    from qtts_sweep.sweep.storage import default_storage
 
     cfg = load_config(args.overrides, args.config_dir)
     result = promote(cfg, args.study, args.storage or default_storage(cfg.paths.runs_dir), args.trial, args.name)
@@ -83,7 +83,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
-    from qtts_sweep.production.promote import export_merged
+    from qtts_sweep.production.export import export_merged
 
     out = export_merged(load_config(args.overrides, args.config_dir), args.bundle, args.out, args.speaker)
     print(
@@ -105,8 +105,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
-    from qtts_sweep.sweep.driver import default_storage
     from qtts_sweep.sweep.report import report_command
+    from qtts_sweep.sweep.storage import default_storage
 
     cfg = load_config(args.overrides, args.config_dir)
     print(report_command(args.study, args.storage or default_storage(cfg.paths.runs_dir), args.top))
@@ -116,7 +116,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.gc import collect_garbage, format_gc
-    from qtts_sweep.sweep.driver import default_storage
+    from qtts_sweep.sweep.storage import default_storage
 
     cfg = load_config(args.overrides, args.config_dir)
     result = collect_garbage(cfg, args.storage or default_storage(cfg.paths.runs_dir), args.keep_top, args.dry_run)

@@ -15,13 +15,10 @@ import yaml
 from mlflow import MlflowClient
 
 from qtts_sweep.evaluate.synth import Line
-from qtts_sweep.production.promote import (
-    BundleError,
-    bundle_synthesizer,
-    export_merged,
-    load_bundle,
-    promote,
-)
+from qtts_sweep.production.bundle import Bundle, BundleError
+from qtts_sweep.production.export import export_merged
+from qtts_sweep.production.promote import promote
+from qtts_sweep.production.serve import bundle_synthesizer
 from tests.conftest import tiny_sweep
 
 pytestmark = pytest.mark.slow
@@ -48,7 +45,7 @@ def test_promote_writes_a_self_contained_bundle_scored_on_test_and_registered(sw
     assert raw["origin"]["study"] == "tiny" and raw["origin"]["mlflow_run_id"]
     assert raw["metrics"]["test"] and raw["metrics"]["val"]  # test scored beside the val metrics that chose it
     assert set(raw["decoding"]) >= {"mode", "seed", "temperature"} and raw["batch_size"] == 2
-    bundle = load_bundle(r.bundle)
+    bundle = Bundle.load(r.bundle)
     assert bundle.adapter.is_file() and bundle.speaker_embedding.is_file()
     # promoting the same trial again changes nothing
     again = promote(cfg, "tiny", _storage(tmp))
@@ -70,7 +67,7 @@ def test_promote_writes_a_self_contained_bundle_scored_on_test_and_registered(sw
 def test_bundle_reproduces_the_trials_logged_audio_bit_for_bit(swept):
     tmp, cfg = swept
     r = promote(cfg, "tiny", _storage(tmp))
-    bundle = load_bundle(r.bundle)
+    bundle = Bundle.load(r.bundle)
     import optuna
 
     trial = optuna.load_study(study_name="tiny", storage=_storage(tmp)).trials[r.trial]
@@ -115,14 +112,14 @@ def test_bad_bundles_fail_before_any_model_loads(swept, tmp_path):
     raw["base_model"]["identity"] = "0" * 16
     (broken / "production.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(BundleError) as err:
-        load_bundle(broken)
+        Bundle.load(broken)
     text = str(err.value)
     assert "adapter.safetensors" in text and "lora_scale" in text
     raw["lora_scale"] = 0.5
     (broken / "production.yaml").write_text(yaml.safe_dump(raw))
     shutil.copy2(r.bundle / "adapter.safetensors", broken / "adapter.safetensors")
     with pytest.raises(BundleError, match="now hashes to"):
-        load_bundle(broken)
+        Bundle.load(broken)
 
 
 def test_refuses_failed_or_pruned_trials(swept):
@@ -140,7 +137,7 @@ def test_export_merged_custom_voice_model_loads_without_peft_or_qtts_sweep(swept
     tmp, cfg = swept
     r = promote(cfg, "tiny", _storage(tmp))
     out = export_merged(cfg, str(r.bundle), tmp_path / "exported")
-    bundle = load_bundle(r.bundle)
+    bundle = Bundle.load(r.bundle)
     text = "The kettle is boiling."
     greedy = dataclasses.replace(bundle.decoding, mode="greedy")
     synth = bundle_synthesizer(cfg, bundle)

@@ -15,7 +15,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from qtts_sweep.sweep.driver import budget_used, make_storage
+from qtts_sweep.sweep.recovery import budget_used, stale_numbers
+from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import CHEAP, tiny_sweep
@@ -138,7 +139,8 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     study = _study(tmp_path)
     assert sum(budget_used(study)) == 3  # budget exact
     assert not [t for t in study.get_trials() if t.state.name in ("RUNNING", "WAITING")]
-    stopped = [t for t in study.get_trials() if t.user_attrs.get("stale") or t.user_attrs.get("interrupted")]
+    stale = stale_numbers(study)
+    stopped = [t for t in study.get_trials() if t.number in stale or t.user_attrs.get("interrupted")]
     assert len(stopped) == 1
     requeued = [t for t in study.get_trials() if "retry_of" in t.user_attrs]
     # the stopped trial runs again once (killed before it had parameters: nothing to re-run)

@@ -30,6 +30,6 @@ class QttsSweeper(Sweeper):
         self.context = {"hydra_context": hydra_context, "config": config}
 
     def sweep(self, arguments: list[str]) -> Any:
-        from qtts_sweep.sweep.driver import sweep_from_hydra
+        from qtts_sweep.sweep.launch import sweep_from_hydra
 
         return sweep_from_hydra(self.sweep_name, arguments, **self.context)

@@ -4,7 +4,7 @@
 check every key's type and every rule (`qtts_sweep.config.schema`), resolve paths, and return a typed `Config`.
 Nothing heavy is imported here: a bad config fails in well under a second, before any model is loaded.
 
-Not here: the rules themselves (schema.py) and the sweep's Hydra app (sweep issue).
+Not here: the rules themselves (schema.py) and the sweep's Hydra app (qtts_sweep.sweep.hydra_app).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CONF_DIR = PROJECT_DIR / "conf"
 PRIMARY = "config"
 
 
-def _register_resolvers() -> None:
+def register_resolvers() -> None:
     if not OmegaConf.has_resolver("qtts.project_dir"):
         OmegaConf.register_new_resolver("qtts.project_dir", lambda: str(PROJECT_DIR))
 
@@ -60,7 +60,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.Pa
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    _register_resolvers()
+    register_resolvers()
     register_configs()
     overrides = list(overrides)
     if config_dir is not None:
@@ -163,10 +163,11 @@ def _unknown_key_problem(key: str, value: Any, known: list[str] | None) -> Probl
     return Problem(key, value, "is not a known config key", fix)
 
 
-def _type_ok(value: Any, tp: Any) -> bool:
+def type_ok(value: Any, tp: Any) -> bool:
+    """Whether `value` fits the schema type hint `tp` (bool is not an int; an int is a float)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+        return any(type_ok(value, arg) for arg in typing.get_args(tp))
     if tp is type(None):
         return value is None
     if tp is bool:
@@ -179,7 +180,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return isinstance(value, str)
     if origin is list:
         (item,) = typing.get_args(tp)
-        return isinstance(value, list | ListConfig) and all(_type_ok(v, item) for v in value)
+        return isinstance(value, list | ListConfig) and all(type_ok(v, item) for v in value)
     return True
 
 
@@ -219,7 +220,7 @@ def check_node(node: Any, schema: type, prefix: str) -> list[Problem]:
         if dataclasses.is_dataclass(tp):
             problems += check_node(value, tp, key)
             continue
-        if not _type_ok(value, tp):
+        if not type_ok(value, tp):
             shown = OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
             problems.append(
                 Problem(

@@ -9,6 +9,8 @@ This module is pure: no torch, no Hydra composition (see `qtts_sweep.config.load
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -639,3 +641,43 @@ def register_configs() -> None:
     cs.store(name="qtts_schema", node=Config)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group="schema", name=group, node=schema)
+
+
+SEARCHABLE_GROUPS = ("model", "data", "lora", "train", "eval")  # what a sweep may vary; paths/tracking are not knobs
+
+
+def schema_leaf(dotted: str) -> tuple[Any, dataclasses.Field] | None:
+    """The type hint and dataclass field of a dotted config leaf (`lora.r`, `eval.decoding.temperature`), or None
+    when the key is not a leaf of the schema (unknown, or a whole section such as `eval.decoding`)."""
+    parts = dotted.split(".")
+    schema: Any = GROUP_SCHEMAS.get(parts[0])
+    if schema is None or len(parts) < 2:
+        return None
+    for i, part in enumerate(parts[1:], start=1):
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if part not in fields:
+            return None
+        tp = typing.get_type_hints(schema)[part]
+        if i == len(parts) - 1:
+            return None if dataclasses.is_dataclass(tp) else (tp, fields[part])
+        if not dataclasses.is_dataclass(tp):
+            return None
+        schema = tp
+    return None
+
+
+def leaf_names(group: str) -> list[str]:
+    """Every dotted leaf of a group's schema (for did-you-mean hints)."""
+    out: list[str] = []
+
+    def walk(schema: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}.{f.name}")
+            else:
+                out.append(f"{prefix}.{f.name}")
+
+    if group in GROUP_SCHEMAS:
+        walk(GROUP_SCHEMAS[group], group)
+    return out

@@ -1,9 +1,12 @@
 """Scores one (checkpoint, scale) on held-out lines: synthesis, code-level and audio-level metrics, objective.
 
-Results are cached under `runs/evals/<key>/` where the key hashes (training key, epoch, scale, the eval config
-including decoding and the lines): evaluating the same point again costs nothing and returns the same numbers.
+`Scorer.score(cfg, dataset, point)` is the one scoring function: the sweep worker (trials and the base model),
+promotion (the test split), `qtts-sweep synth` and the benchmarks all call it, so the same inputs give the same
+numbers whoever asks. Results are cached under `runs/evals/<key>/` where the key hashes (training key, epoch,
+scale, the eval config including decoding and the lines): evaluating the same point again costs nothing and
+returns the same numbers.
 
-Not here: generation (synth.py), the metric definitions (metrics/), Optuna (sweep.py).
+Not here: generation (synth.py), the metric definitions (qtts_sweep.metrics), Optuna, MLflow.
 """
 
 from __future__ import annotations
@@ -32,9 +35,6 @@ class EvalResult:
     objective: float
     cached: bool = False
     backends: dict[str, str] = field(default_factory=dict)
-
-    def wav_paths(self) -> list[Path]:
-        return [self.dir / row["wav"] for row in self.per_line]
 
 
 def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
@@ -276,6 +276,94 @@ def evaluate(
     return EvalResult(key, final, rows, summary, objective, cached=False, backends=suite.backends)
 
 
+BASE_KEY = "base"  # training key of the base model (no adapter) in eval cache keys
+
+
+@dataclass(frozen=True)
+class Point:
+    """What is scored: a training key's checkpoint at an epoch, at a LoRA scale; or the base model (no adapter)."""
+
+    training_key: str
+    epoch: int | None
+    checkpoint: Path | None
+    scale: float
+
+    @classmethod
+    def base(cls) -> Point:
+        return cls(BASE_KEY, None, None, 0.0)
+
+
+def _model_identity(cfg: Config) -> tuple:
+    """Which loaded model a config can be scored on: same base model settings and same LoRA layer layout."""
+    return (dataclasses.astuple(cfg.model), dataclasses.astuple(cfg.lora))
+
+
+class Scorer:
+    """Scores (checkpoint, scale) points: one loaded model and metric suite per process, reused across points.
+
+    The synthesizer and metric backends are built on first use and rebuilt only when the base model or the LoRA
+    layout changes (`lora.r`, targets); a new checkpoint or scale never reloads anything.
+    """
+
+    def __init__(self) -> None:
+        self.synth: Synthesizer | None = None
+        self.suite: MetricSuite | None = None
+        self._identity: tuple | None = None
+        self._ref: dict[str, Any] = {}
+
+    def ensure(self, cfg: Config) -> Synthesizer:
+        """The synthesizer for `cfg` (loaded now if the model or LoRA layout differs from the current one)."""
+        ident = _model_identity(cfg)
+        if ident != self._identity:
+            self.synth = Synthesizer(cfg)
+            self.suite = MetricSuite(cfg, self.synth)
+            self._identity = ident
+        else:
+            self.synth.cfg = cfg
+            self.suite.cfg = cfg
+        return self.synth
+
+    def adapter_changed(self) -> None:
+        """The model's adapter was trained in place: the next point must load its checkpoint even if it was current."""
+        if self.synth is not None:
+            self.synth.checkpoint = None
+
+    def reference(self, path: str) -> Any:
+        if path not in self._ref:
+            from qtts_sweep.model import modeling
+
+            self._ref[path] = modeling.load_audio_24k(path)
+        return self._ref[path]
+
+    def score(
+        self, cfg: Config, dataset: Any, point: Point, split: str | None = None, use_cache: bool = True
+    ) -> EvalResult:
+        """Score `point` on the first `eval.max_lines` lines of `split` (default `eval.split`) of `dataset`.
+
+        The base model gets the speaker embedding of the dataset's reference clip; a checkpoint brings its own.
+        `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`).
+        """
+        from qtts_sweep.model import modeling
+
+        synth = self.ensure(cfg)
+        ref_wav = self.reference(dataset.ref_audio)
+        if point.checkpoint is None:
+            synth.use(None, 0.0, modeling.speaker_embedding(synth.loaded, ref_wav))
+        lines = held_out_lines(dataset, split or cfg.eval.split, cfg.eval.max_lines)
+        return evaluate(
+            cfg,
+            synth,
+            self.suite,
+            lines,
+            ref_wav,
+            point.training_key,
+            point.epoch,
+            point.scale,
+            point.checkpoint,
+            use_cache=use_cache,
+        )
+
+
 def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:
     from qtts_sweep.config.schema import Problem, ValidationError
 
@@ -300,39 +388,40 @@ def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:
 
 def run_synth(cfg: Config, texts: list[str] | None = None, use_base: bool = False, out_dir: str | None = None) -> str:
     """`qtts-sweep synth`: held-out lines with metrics (cached), or given texts to wav files; returns a summary."""
-    import soundfile as sf
-
-    from qtts_sweep.model import modeling
     from qtts_sweep.train.loop import resolve_run
 
     run = resolve_run(cfg)
     ckpt = _checkpoint_for(cfg, run, use_base)
-    synth = Synthesizer(cfg)
-    ref_wav = modeling.load_audio_24k(run.dataset.ref_audio)
-    spk = modeling.speaker_embedding(synth.loaded, ref_wav) if ckpt is None else None
-    scale = 0.0 if ckpt is None else cfg.eval.lora_scale
-    where = "base model" if ckpt is None else f"{ckpt} at scale {scale}"
+    point = Point.base() if ckpt is None else Point(run.key, cfg.eval.epoch, ckpt, cfg.eval.lora_scale)
+    where = "base model" if ckpt is None else f"{ckpt} at scale {point.scale}"
+    scorer = Scorer()
     if texts:
-        synth.use(ckpt, scale, spk)
-        lines = [Line(f"text{i:03d}", t) for i, t in enumerate(texts)]
-        out = Path(out_dir or Path(cfg.paths.runs_dir) / "synth")
-        out.mkdir(parents=True, exist_ok=True)
-        report = [f"synthesized {len(lines)} line(s) from {where} ({cfg.eval.decoding.mode} decoding):"]
-        for k in range(cfg.eval.num_seeds):
-            for s in synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k):
-                path = out / f"{s.line.id}_s{k}.wav"
-                sf.write(path, s.wav, 24000)
-                flag = "  [no EOS: hit the token cap]" if s.hit_cap else ""
-                report.append(f"  {path}  ({len(s.wav) / 24000:.2f} s){flag}")
-        return "\n".join(report)
-    if spk is not None:
-        synth.use(None, 0.0, spk)
-    suite = MetricSuite(cfg, synth)
-    lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
-    result = evaluate(
-        cfg, synth, suite, lines, ref_wav, run.key if ckpt else "base", cfg.eval.epoch if ckpt else None, scale, ckpt
-    )
-    return format_eval(result, where, cfg.eval.split)
+        return speak(cfg, scorer, run.dataset, point, texts, where, out_dir)
+    return format_eval(scorer.score(cfg, run.dataset, point), where, cfg.eval.split)
+
+
+def speak(cfg: Config, scorer: Scorer, dataset: Any, point: Point, texts: list[str], where: str, out_dir: str | None):
+    """Given texts to wav files from `point` (no metrics: there is no ground truth to score against)."""
+    import soundfile as sf
+
+    from qtts_sweep.model import modeling
+
+    synth = scorer.ensure(cfg)
+    spk = None
+    if point.checkpoint is None:
+        spk = modeling.speaker_embedding(synth.loaded, scorer.reference(dataset.ref_audio))
+    synth.use(point.checkpoint, point.scale, spk)
+    lines = [Line(f"text{i:03d}", t) for i, t in enumerate(texts)]
+    out = Path(out_dir or Path(cfg.paths.runs_dir) / "synth")
+    out.mkdir(parents=True, exist_ok=True)
+    report = [f"synthesized {len(lines)} line(s) from {where} ({cfg.eval.decoding.mode} decoding):"]
+    for k in range(cfg.eval.num_seeds):
+        for s in synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k):
+            path = out / f"{s.line.id}_s{k}.wav"
+            sf.write(path, s.wav, 24000)
+            flag = "  [no EOS: hit the token cap]" if s.hit_cap else ""
+            report.append(f"  {path}  ({len(s.wav) / 24000:.2f} s){flag}")
+    return "\n".join(report)
 
 
 def format_eval(result: EvalResult, where: str, split: str) -> str:

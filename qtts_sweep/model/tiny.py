@@ -268,7 +268,7 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _normalize_json_files(folder: Path) -> None:
+def normalize_json_files(folder: Path) -> None:
     """Rewrite every JSON file with sorted keys and drop the empty `model_type` that breaks reloading.
 
     `save_pretrained` writes `"model_type": ""` into the speaker-encoder sub-config, which AutoConfig then
@@ -327,7 +327,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         EncodecFeatureExtractor(
             feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, return_attention_mask=True
         ).save_pretrained(codec_dir)
-        _normalize_json_files(tmp)
+        normalize_json_files(tmp)
     return out
 
 

@@ -1,6 +1,7 @@
 """`qtts-sweep gc`: remove stored checkpoints that no top trial and no promotion needs; print what it freed.
 
-Kept: the checkpoint of each study's top-K completed trials (every study in the Optuna storage), of every
+Kept: the checkpoint of each study's top-K completed trials (the whole Pareto front of a multi-objective study;
+every study in the Optuna storage), of every
 promoted bundle (its origin training key + epoch), and every key a RUNNING trial may be writing to.
 """
 
@@ -29,18 +30,17 @@ def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[
     import optuna
     import yaml
 
-    from qtts_sweep.sweep.driver import make_storage
-    from qtts_sweep.sweep.report import top_trials
+    from qtts_sweep.sweep.selection import kept_trials
+    from qtts_sweep.sweep.storage import load_existing_study, make_storage
 
     store = Path(cfg.paths.store_dir)
     keep: set[Path] = set()
     busy: set[str] = set()
-    st = make_storage(storage)
-    for summary in optuna.get_all_study_summaries(st):
-        study = optuna.load_study(study_name=summary.study_name, storage=st)
-        for row in top_trials(study, keep_top):
-            if row.get("checkpoint"):
-                keep.add(Path(row["checkpoint"]).resolve())
+    for summary in optuna.get_all_study_summaries(make_storage(storage)):
+        study = load_existing_study(summary.study_name, storage)
+        for t in kept_trials(study, keep_top):
+            if t.user_attrs.get("checkpoint"):
+                keep.add(Path(t.user_attrs["checkpoint"]).resolve())
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if t.user_attrs.get("training_key"):
                 busy.add(t.user_attrs["training_key"])

@@ -16,10 +16,10 @@ def run(argv: list[str]) -> int:
     import hydra
     from omegaconf import DictConfig
 
-    from qtts_sweep.config.loader import _register_resolvers
+    from qtts_sweep.config.loader import register_resolvers
     from qtts_sweep.config.schema import register_configs
 
-    _register_resolvers()
+    register_resolvers()
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

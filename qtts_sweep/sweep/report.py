@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.sweep import selection
+from qtts_sweep.sweep.recovery import requeued
+from qtts_sweep.sweep.storage import load_existing_study
 
 TABLE_METRICS = (
     "talker_acc",
@@ -26,36 +29,33 @@ TABLE_METRICS = (
 )
 
 
+def _row(t, retried: set[int]) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "state": t.state.name + (" (re-queued)" if t.number in retried else ""),
+        "value": t.values[0] if t.values and len(t.values) == 1 else t.values,
+        "params": t.params,
+        "summary": t.user_attrs.get("summary", {}),
+        "reused": t.user_attrs.get("reused"),
+        "fail_reason": t.user_attrs.get("fail_reason"),
+        "checkpoint": t.user_attrs.get("checkpoint"),
+        "eval_dir": t.user_attrs.get("eval_dir"),
+        "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+    }
+
+
 def trial_rows(study) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
-    from qtts_sweep.sweep.driver import requeued
-
-    retried = requeued(study.get_trials(deepcopy=False))
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING:
-            continue
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name + (" (re-queued)" if t.number in retried else ""),
-                "value": t.values[0] if t.values and len(t.values) == 1 else t.values,
-                "params": t.params,
-                "summary": t.user_attrs.get("summary", {}),
-                "reused": t.user_attrs.get("reused"),
-                "fail_reason": t.user_attrs.get("fail_reason"),
-                "checkpoint": t.user_attrs.get("checkpoint"),
-                "eval_dir": t.user_attrs.get("eval_dir"),
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            }
-        )
-    return rows
+    trials = study.get_trials(deepcopy=False)
+    retried = requeued(trials)
+    return [_row(t, retried) for t in trials if t.state != TrialState.WAITING]
 
 
 def top_trials(study, k: int) -> list[dict[str, Any]]:
-    done = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
-    return sorted(done, key=lambda r: -r["value"])[:k]
+    """Rows of the k best completed trials (`selection.top_trials`), best first."""
+    retried = requeued(study.get_trials(deepcopy=False))
+    return [_row(t, retried) for t in selection.top_trials(study, k)]
 
 
 def format_table(study, k: int = 10) -> str:
@@ -180,12 +180,9 @@ def listening_page(study, top: list[dict], base_eval_dir: str | None, lines: lis
 
 def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None = None) -> str:
     """Write and log the report; print and return the summary table."""
-    import optuna
-
-    from qtts_sweep.sweep.driver import make_storage
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-    study = optuna.load_study(study_name=spec.study_name, storage=make_storage(outcome.storage))
+    study = load_existing_study(spec.study_name, outcome.storage)
     out = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(study, spec.top_k)
@@ -213,13 +210,4 @@ def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None
 
 
 def report_command(study_name: str, storage: str, top_k: int = 10) -> str:
-    import optuna
-
-    from qtts_sweep.sweep.driver import make_storage
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
-    except KeyError as exc:
-        names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))]
-        raise SystemExit(f"no study `{study_name}` in {storage}; studies there: {names}") from exc
-    return format_table(study, top_k)
+    return format_table(load_existing_study(study_name, storage), top_k)

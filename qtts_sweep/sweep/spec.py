@@ -3,33 +3,31 @@
 Pure logic on plain data: sampling goes through any object with Optuna's `suggest_*` methods (a real trial, or
 `optuna.trial.FixedTrial` in tests), and `plan()` needs neither a model nor a database.
 
-Not here: running trials (sweep.py), Optuna storage and MLflow (sweep.py / tracking.py).
+A sweep may search any leaf of the model / data / lora / train / eval config groups. A searched leaf that is part
+of the training key (`qtts_sweep.train.store.KEY_GROUPS` minus `KEY_EXCLUDED`) needs its own training; any other
+(`eval.epoch`, `eval.lora_scale`, decoding) reuses checkpoints.
+
+Not here: running trials (driver.py), Optuna storage (storage.py), MLflow (qtts_sweep.tracking).
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import ConfigError, Problem
+from qtts_sweep.config.loader import type_ok
+from qtts_sweep.config.schema import SEARCHABLE_GROUPS, Config, ConfigError, Problem, leaf_names, schema_leaf
+from qtts_sweep.train.store import KEY_EXCLUDED, KEY_GROUPS
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 PARAM_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "grid", "nsgaii")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
-# Parameters a trial may vary, and whether they change the training key (i.e. need their own training).
-TRAINING_PARAMS = (
-    "train.lr",
-    "train.weight_decay",
-    "train.subtalker_loss_weight",
-    "lora.r",
-    "lora.alpha",
-    "lora.dropout",
-)
-EVAL_PARAMS = ("eval.epoch", "eval.lora_scale")
+EPOCH = "eval.epoch"  # the checkpoint a trial scores: planning and the plot treat it specially
 
 
 @dataclass
@@ -87,6 +85,11 @@ class SweepSpec:
         return self.objective == "multi"
 
 
+def is_training_param(name: str) -> bool:
+    """Whether changing this leaf changes the training key (a new training run) rather than reusing checkpoints."""
+    return name.split(".", 1)[0] in KEY_GROUPS and name not in KEY_EXCLUDED
+
+
 def _param_problems(name: str, p: ParamSpec, where: str) -> list[Problem]:
     out: list[Problem] = []
     key = f"{where}: space.{name}"
@@ -118,8 +121,56 @@ def _param_problems(name: str, p: ParamSpec, where: str) -> list[Problem]:
     return out
 
 
-def load_spec(name_or_path: str, max_epochs: int | None = None) -> SweepSpec:
-    """Load and validate a sweep file (a name in sweeps/ or a path); every problem is reported at once."""
+def _leaf_problem(name: str, pdef: Any, where: str) -> Problem | None:
+    """None when `name` is a searchable config leaf; else what is wrong, with a did-you-mean."""
+    group = name.split(".", 1)[0]
+    if group not in SEARCHABLE_GROUPS:
+        return Problem(
+            f"{where}: space.{name}", pdef, f"only leaves of {list(SEARCHABLE_GROUPS)} can be searched", "e.g. lora.r"
+        )
+    if schema_leaf(name) is None:
+        near = difflib.get_close_matches(name, leaf_names(group), n=1)
+        fix = f"did you mean `{near[0]}`?" if near else f"see `qtts-sweep check` for the leaves of `{group}`"
+        return Problem(f"{where}: space.{name}", pdef, "is not a config leaf", fix)
+    return None
+
+
+def _read_space(raw: dict, where: str) -> tuple[dict[str, ParamSpec], list[Problem]]:
+    space: dict[str, ParamSpec] = {}
+    problems: list[Problem] = []
+    for pname, pdef in (raw.get("space") or {}).items():
+        bad = _leaf_problem(pname, pdef, where)
+        if bad:
+            problems.append(bad)
+            continue
+        try:
+            space[pname] = ParamSpec(**pdef)
+        except TypeError as exc:
+            problems.append(Problem(f"{where}: space.{pname}", pdef, str(exc), "use type/low/high/log/step/choices"))
+            continue
+        problems += _param_problems(pname, space[pname], where)
+        problems += _type_problems(pname, space[pname], where)
+    return space, problems
+
+
+def _type_problems(name: str, p: ParamSpec, where: str) -> list[Problem]:
+    """Every value the parameter can take must fit the leaf's schema type (an int leaf takes no 0.5)."""
+    tp, _ = schema_leaf(name)
+    values = p.choices if p.type == "categorical" else [p.low, p.high]
+    if p.type == "float" and not type_ok(0.5, tp):
+        return [Problem(f"{where}: space.{name}", p.type, "the config leaf is not a float", "use type: int or choices")]
+    bad = [v for v in values or [] if v is not None and not type_ok(v, tp)]
+    if bad:
+        return [Problem(f"{where}: space.{name}", bad, f"do not fit the leaf's type {tp}", "give values of that type")]
+    return []
+
+
+def load_spec(name_or_path: str, cfg: Config | None = None) -> SweepSpec:
+    """Load and validate a sweep file (a name in sweeps/ or a path); every problem is reported at once.
+
+    With `cfg` (the config the trials start from), every value the space can take is also applied to it and
+    checked against the config's rules (e.g. `lora.r: {choices: [0, 8]}` fails on 0 here, not in trial 5).
+    """
     from omegaconf import OmegaConf
 
     path = Path(name_or_path)
@@ -138,35 +189,21 @@ def load_spec(name_or_path: str, max_epochs: int | None = None) -> SweepSpec:
     unknown = sorted(set(raw) - known - {"space"})
     if unknown:
         problems.append(Problem(where, unknown, "unknown key(s)", f"allowed: {sorted(known | {'space'})}"))
-    space: dict[str, ParamSpec] = {}
-    for pname, pdef in (raw.get("space") or {}).items():
-        if pname not in TRAINING_PARAMS + EVAL_PARAMS:
-            problems.append(
-                Problem(
-                    f"{where}: space.{pname}",
-                    pdef,
-                    "cannot be searched",
-                    f"search some of {list(TRAINING_PARAMS + EVAL_PARAMS)}",
-                )
-            )
-            continue
-        try:
-            space[pname] = ParamSpec(**pdef)
-        except TypeError as exc:
-            problems.append(Problem(f"{where}: space.{pname}", pdef, str(exc), "use type/low/high/log/step/choices"))
-            continue
-        problems += _param_problems(pname, space[pname], where)
+    space, found = _read_space(raw, where)
+    problems += found
     fields = {k: v for k, v in raw.items() if k in known}
     spec = SweepSpec(
         name=path.stem, study_name=fields.pop("study_name", path.stem), space=space, source=str(path), **fields
     )
-    problems += _spec_problems(spec, where, max_epochs)
+    problems += _spec_problems(spec, where)
+    if cfg is not None and not problems:
+        problems += _value_problems(spec, cfg, where)
     if problems:
         raise ConfigError(problems, f"sweep `{path.stem}`")
     return spec
 
 
-def _spec_problems(spec: SweepSpec, where: str, max_epochs: int | None) -> list[Problem]:
+def _spec_problems(spec: SweepSpec, where: str) -> list[Problem]:
     out: list[Problem] = []
     if spec.sampler not in SAMPLERS:
         out.append(Problem(f"{where}: sampler", spec.sampler, f"must be one of {list(SAMPLERS)}", "e.g. tpe"))
@@ -174,100 +211,73 @@ def _spec_problems(spec: SweepSpec, where: str, max_epochs: int | None) -> list[
         out.append(Problem(f"{where}: pruner", spec.pruner, f"must be one of {list(PRUNERS)}", "e.g. median"))
     if spec.n_trials < 1:
         out.append(Problem(f"{where}: n_trials", spec.n_trials, "must be >= 1", "e.g. n_trials: 24"))
-    if spec.objective not in ("composite", "multi"):
-        out.append(Problem(f"{where}: objective", spec.objective, "must be composite or multi", "composite"))
-    if spec.multi:
-        from qtts_sweep.metrics.objective import DIRECTIONS
-
-        for i, name in enumerate(spec.objectives):
-            if name not in DIRECTIONS:
-                out.append(
-                    Problem(
-                        f"{where}: objectives[{i}]",
-                        name,
-                        "is not a metric with a direction",
-                        f"use one of {sorted(DIRECTIONS)}",
-                    )
-                )
-            elif i < len(spec.directions) and spec.directions[i] != DIRECTIONS[name]:
-                out.append(
-                    Problem(
-                        f"{where}: directions[{i}]",
-                        spec.directions[i],
-                        f"{name} is to {DIRECTIONS[name]}",
-                        f"set directions[{i}] to {DIRECTIONS[name]}",
-                    )
-                )
+    if not 0 < spec.max_failure_rate <= 1:
+        out.append(Problem(f"{where}: max_failure_rate", spec.max_failure_rate, "must be in (0, 1]", "e.g. 0.5"))
     if spec.constrained and spec.sampler not in ("tpe", "nsgaii"):
-        out.append(
-            Problem(
-                f"{where}: constrained",
-                True,
-                "only the tpe and nsgaii samplers take constraints",
-                "use sampler: tpe or nsgaii",
-            )
-        )
-    if spec.multi and len(spec.objectives) != len(spec.directions):
-        out.append(
-            Problem(
-                f"{where}: directions",
-                spec.directions,
-                "needs one direction per objective",
-                f"objectives: {spec.objectives}",
-            )
-        )
-    if not spec.multi and spec.directions != ["maximize"]:
-        out.append(
-            Problem(
-                f"{where}: directions", spec.directions, "the composite score is maximized", "directions: [maximize]"
-            )
-        )
-    if spec.multi and spec.pruner != "none":
-        out.append(
-            Problem(
-                f"{where}: pruner",
-                spec.pruner,
-                "Optuna cannot prune multi-objective studies (report/should_prune raise)",
-                "set pruner: none",
-            )
-        )
+        rule = "only the tpe and nsgaii samplers take constraints"
+        out.append(Problem(f"{where}: constrained", True, rule, "use sampler: tpe or nsgaii"))
     if spec.sampler == "grid":
         for name, p in spec.space.items():
             if p.values() is None:
-                out.append(
-                    Problem(
-                        f"{where}: space.{name}",
-                        p,
-                        "the grid sampler needs a finite set",
-                        "give choices, an int range or a float step",
-                    )
-                )
-    if not 0 < spec.max_failure_rate <= 1:
-        out.append(Problem(f"{where}: max_failure_rate", spec.max_failure_rate, "must be in (0, 1]", "e.g. 0.5"))
-    ep = spec.space.get("eval.epoch")
-    if ep is not None and max_epochs is not None:
-        top = max(ep.values() or [ep.high])
-        if top > max_epochs:
-            out.append(
-                Problem(
-                    f"{where}: space.eval.epoch",
-                    top,
-                    f"exceeds train.max_epochs={max_epochs}: those checkpoints cannot exist",
-                    f"lower the range to <= {max_epochs} or raise train.max_epochs",
-                )
-            )
+                fix = "give choices, an int range or a float step"
+                out.append(Problem(f"{where}: space.{name}", p, "the grid sampler needs a finite set", fix))
+    return out + _objective_problems(spec, where) + _enqueue_problems(spec, where)
+
+
+def _objective_problems(spec: SweepSpec, where: str) -> list[Problem]:
+    from qtts_sweep.metrics.objective import DIRECTIONS
+
+    out: list[Problem] = []
+    if spec.objective not in ("composite", "multi"):
+        out.append(Problem(f"{where}: objective", spec.objective, "must be composite or multi", "composite"))
+    if not spec.multi:
+        if spec.directions != ["maximize"]:
+            rule = "the composite score is maximized"
+            out.append(Problem(f"{where}: directions", spec.directions, rule, "directions: [maximize]"))
+        return out
+    for i, name in enumerate(spec.objectives):
+        if name not in DIRECTIONS:
+            rule = "is not a metric with a direction"
+            out.append(Problem(f"{where}: objectives[{i}]", name, rule, f"use one of {sorted(DIRECTIONS)}"))
+        elif i < len(spec.directions) and spec.directions[i] != DIRECTIONS[name]:
+            rule, fix = f"{name} is to {DIRECTIONS[name]}", f"set directions[{i}] to {DIRECTIONS[name]}"
+            out.append(Problem(f"{where}: directions[{i}]", spec.directions[i], rule, fix))
+    if len(spec.objectives) != len(spec.directions):
+        rule = "needs one direction per objective"
+        out.append(Problem(f"{where}: directions", spec.directions, rule, f"objectives: {spec.objectives}"))
+    if spec.pruner != "none":
+        rule = "Optuna cannot prune multi-objective studies (report/should_prune raise)"
+        out.append(Problem(f"{where}: pruner", spec.pruner, rule, "set pruner: none"))
+    return out
+
+
+def _enqueue_problems(spec: SweepSpec, where: str) -> list[Problem]:
+    out: list[Problem] = []
     for i, point in enumerate(spec.enqueue):
         missing = sorted(set(spec.space) - set(point))
         extra = sorted(set(point) - set(spec.space))
         if missing or extra:
-            out.append(
-                Problem(
-                    f"{where}: enqueue[{i}]",
-                    point,
-                    "must give exactly the searched parameters",
-                    f"missing {missing}, not searched {extra}",
-                )
-            )
+            rule = "must give exactly the searched parameters"
+            out.append(Problem(f"{where}: enqueue[{i}]", point, rule, f"missing {missing}, not searched {extra}"))
+    return out
+
+
+def _value_problems(spec: SweepSpec, cfg: Config, where: str) -> list[Problem]:
+    """Each value a parameter can take (its choices, grid, or bounds), applied alone to `cfg`, and each enqueued
+    point, must give a valid config."""
+    out: list[Problem] = []
+    for name, p in spec.space.items():
+        values = p.values() or [p.low, p.high]
+        for value in values:
+            try:
+                apply_params(cfg, {name: value})
+            except ConfigError as exc:
+                out += [dataclasses.replace(q, key=f"{where}: space.{name} -> {q.key}") for q in exc.problems]
+    for i, point in enumerate(spec.enqueue):
+        try:
+            apply_params(cfg, point)
+        except ConfigError as exc:
+            out += [dataclasses.replace(q, key=f"{where}: enqueue[{i}] -> {q.key}") for q in exc.problems]
     return out
 
 
@@ -291,42 +301,69 @@ def overrides_for(params: dict[str, Any]) -> list[str]:
     return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sorted(params.items())]
 
 
-def grid_space(spec: SweepSpec) -> dict[str, list[Any]]:
-    return {name: p.values() for name, p in spec.space.items()}
+def _replace_leaf(obj: Any, parts: list[str], value: Any) -> Any:
+    """`obj` (a dataclass, or a dict section such as eval.objective.weights) with one nested leaf replaced."""
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, dict):
+        return {**obj, head: _replace_leaf(obj[head], rest, value) if rest else value}
+    new = _replace_leaf(getattr(obj, head), rest, value) if rest else value
+    return dataclasses.replace(obj, **{head: new})
+
+
+def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
+    """The trial's config: `cfg` with the sampled leaves replaced, every rule re-checked (all problems at once).
+
+    Equivalent to composing the base overrides plus `overrides_for(params)` with Hydra (searched params are plain
+    leaves of the schema), but costs microseconds instead of a composition per trial. Each replaced section is
+    rebuilt through its dataclass, so its own rules run; then the cross-group rules.
+    """
+    from qtts_sweep.config.schema import cross_group_problems
+
+    problems: list[Problem] = []
+    out = cfg
+    for dotted, value in params.items():
+        try:
+            out = _replace_leaf(out, dotted.split("."), value)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems, "trial config")
+    problems = cross_group_problems(out)
+    if problems:
+        raise ConfigError(problems, "trial config")
+    return out
 
 
 @dataclass
 class Plan:
-    training_points: int | None  # distinct training configurations (None: unbounded, continuous lr)
+    training_points: int | None  # distinct training configurations (None: unbounded, a continuous training leaf)
     max_epoch: int
     epochs_to_train: int | None  # worst case, each training configuration trained to max_epoch
-    bytes_per_checkpoint: int
+    bytes_per_checkpoint: dict[int, int]  # LoRA rank -> adapter + AdamW moments, fp32
     total_bytes: int | None
     grid_size: int | None
 
 
-def plan(spec: SweepSpec, lora_params: int, fixed_epoch: int) -> Plan:
+def plan(spec: SweepSpec, cfg: Config, lora_params: Any) -> Plan:
     """What the space can cost before anything runs: training keys, epochs, checkpoint disk.
 
-    `fixed_epoch` is the config's eval.epoch, used when the sweep does not search the epoch.
+    Args:
+        cfg: the config trials start from (its eval.epoch and lora.r apply when they are not searched).
+        lora_params: `lora_params(r) -> int`, LoRA parameters of one adapter at rank r.
     """
-    train_vals = [spec.space[n].values() for n in spec.space if n in TRAINING_PARAMS]
+    train_vals = [p.values() for n, p in spec.space.items() if is_training_param(n)]
     bounded = all(v is not None for v in train_vals)
-    points = math.prod(len(v) for v in train_vals) if bounded else None
-    if points is not None:
-        points = min(points, spec.n_trials)
-    else:
-        points = None
-    ep = spec.space.get("eval.epoch")
-    max_epoch = int(max(ep.values() or [ep.high])) if ep else fixed_epoch
-    # adapter weights + AdamW's two moments, fp32
-    per_ckpt = lora_params * 4 * 3
+    points = min(math.prod(len(v) for v in train_vals), spec.n_trials) if bounded else None
+    ep = spec.space.get(EPOCH)
+    max_epoch = int(max(ep.values() or [ep.high])) if ep else cfg.eval.epoch
+    ranks = spec.space["lora.r"].values() if "lora.r" in spec.space else None
+    per_ckpt = {int(r): lora_params(int(r)) * 4 * 3 for r in (ranks or [cfg.lora.r])}
     keys = points if points is not None else spec.n_trials
-    grid = None
+    # Worst case: every training key at the largest rank.
+    total = keys * max_epoch * max(per_ckpt.values())
     all_vals = [p.values() for p in spec.space.values()]
-    if all(v is not None for v in all_vals):
-        grid = math.prod(len(v) for v in all_vals)
-    return Plan(points, max_epoch, keys * max_epoch, per_ckpt, keys * max_epoch * per_ckpt, grid)
+    grid = math.prod(len(v) for v in all_vals) if all(v is not None for v in all_vals) else None
+    return Plan(points, max_epoch, keys * max_epoch, per_ckpt, total, grid)
 
 
 def lora_param_count(model_config: dict, r: int, targets: list[str], scope: str) -> int:
@@ -355,18 +392,23 @@ def lora_param_count(model_config: dict, r: int, targets: list[str], scope: str)
     return total
 
 
-def format_plan(spec: SweepSpec, p: Plan) -> str:
-    def size(b: int | None) -> str:
-        return "unbounded" if b is None else f"{b / 2**20:.1f} MiB"
+def _size(b: int | None) -> str:
+    return "unbounded" if b is None else f"{b / 2**20:.1f} MiB"
 
+
+def format_plan(spec: SweepSpec, p: Plan) -> str:
+    trained = [n for n in spec.space if is_training_param(n)]
+    keys = p.training_points if p.training_points is not None else "one per trial"
+    hint = "" if p.training_points is not None else " (a continuous training leaf: use a grid so trials share training)"
+    per_rank = ", ".join(f"r={r}: {_size(b)}" for r, b in sorted(p.bytes_per_checkpoint.items()))
     rows = [
         f"sweep `{spec.name}` (study `{spec.study_name}`): {spec.n_trials} trials, sampler {spec.sampler}, "
         f"pruner {spec.pruner}, objective {spec.objective}",
         "  searched: " + ", ".join(f"{k} ({_describe(v)})" for k, v in spec.space.items()),
-        f"  distinct training keys: {p.training_points if p.training_points is not None else 'one per trial'}"
-        + ("" if p.training_points is not None else " (continuous lr: use a log grid so trials share training)"),
+        f"  training leaves (each value trains anew): {', '.join(trained) or 'none'}",
+        f"  distinct training keys: {keys}{hint}",
         f"  epochs to train at most: {p.epochs_to_train} (each key up to epoch {p.max_epoch}; reused across trials)",
-        f"  disk: {size(p.bytes_per_checkpoint)} per checkpoint, at most {size(p.total_bytes)}",
+        f"  disk per checkpoint (adapter + optimizer state): {per_rank}; at most {_size(p.total_bytes)} in all",
     ]
     if p.grid_size is not None:
         rows.append(f"  grid size: {p.grid_size} points")
@@ -380,39 +422,3 @@ def _describe(p: ParamSpec) -> str:
         return f"one of {p.choices}"
     extra = ", log" if p.log else (f", step {p.step}" if p.step else "")
     return f"{p.type} {p.low}..{p.high}{extra}"
-
-
-def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    names = list(spec.space)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid_space(spec)[n] for n in names))]
-
-
-def apply_params(cfg: Any, params: dict[str, Any]) -> Any:
-    """The trial's config: `cfg` with the sampled leaves replaced, every rule re-checked (all problems at once).
-
-    Equivalent to composing the base overrides plus `overrides_for(params)` with Hydra, since searched params are
-    plain leaves of the schema (`TRAINING_PARAMS`, `EVAL_PARAMS`), but costs microseconds instead of a composition
-    per trial.
-    """
-    import dataclasses
-
-    from qtts_sweep.config.schema import cross_group_problems
-
-    by_group: dict[str, dict[str, Any]] = {}
-    for dotted, value in params.items():
-        group, leaf = dotted.split(".", 1)
-        by_group.setdefault(group, {})[leaf] = value
-    problems: list[Problem] = []
-    changed = {}
-    for group, leaves in by_group.items():
-        try:
-            changed[group] = dataclasses.replace(getattr(cfg, group), **leaves)
-        except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(problems, "trial config")
-    out = dataclasses.replace(cfg, **changed)
-    problems = cross_group_problems(out)
-    if problems:
-        raise ConfigError(problems, "trial config")
-    return out

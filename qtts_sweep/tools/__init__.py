@@ -1,2 +1,4 @@
-"""Developer tools on top of the product: benchmarks (`bench`) and the demo workflow (`demo`). Nothing in the
-package imports them; they may import anything."""
+"""Developer tools on top of the product: benchmarks (`bench`) and the demo workflow (`demo`).
+
+Owns nothing the product needs: nothing in the package imports these modules; they may import anything below.
+"""

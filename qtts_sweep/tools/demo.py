@@ -21,9 +21,12 @@ DEMO_LINE = "Hello, this is the promoted tiny voice; its weights were random, so
 
 def run_demo(cfg: Config, overrides: list[str]) -> None:
     from qtts_sweep.data.prepare import format_summary, prepare_dataset
-    from qtts_sweep.production.promote import BUNDLE_FILE, format_promotion, production_synth, promote
-    from qtts_sweep.sweep.driver import closing_lines, default_storage, launch
+    from qtts_sweep.production.bundle import BUNDLE_FILE
+    from qtts_sweep.production.promote import format_promotion, promote
+    from qtts_sweep.production.serve import production_synth
+    from qtts_sweep.sweep.launch import closing_lines, launch
     from qtts_sweep.sweep.spec import load_spec
+    from qtts_sweep.sweep.storage import default_storage
 
     t0 = time.perf_counter()
     spec = load_spec(DEMO_SWEEP)

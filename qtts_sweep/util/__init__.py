@@ -1,1 +1,4 @@
-"""Small helpers every layer may use: atomic file/folder writes, URL redaction. No torch, no Hydra, no package imports."""
+"""Small helpers every layer may use: atomic file and folder writes (`fsio`), URL redaction (`urls`).
+
+Owns no project knowledge; imports nothing of the package, no torch, no Hydra.
+"""

@@ -1,0 +1,120 @@
+"""The driver's side of the worker pipe: starting, talking to and stopping the persistent trial worker.
+
+Messages (tuples over a `multiprocessing` Pipe):
+  driver -> worker: ("warm", TrialRequest) | ("trial", TrialRequest) | ("prune", bool) | ("stop",)
+  worker -> driver: ("warmed",) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict)
+                    | ("pruned", epoch) | ("failed", kind, message)
+  and, made up by `WorkerHandle.recv` when the process is gone: ("died", exitcode)
+
+Owns: the message vocabulary, `TrialRequest`, the worker process's life cycle (spawn on demand, restart after a
+death, stop). Does not own: what the worker does with a request (worker.py) or what the driver does with a reply.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qtts_sweep.config.schema import Config
+
+CRASH_ENV = "QTTS_TEST_CRASH"  # test hook: "3:segfault,5:raise" makes those trial numbers fail on purpose
+
+
+@dataclass
+class TrialRequest:
+    number: int
+    config: Config
+    crash: str | None = None  # test hook: "segfault" | "raise" | "nan" (see worker.inject_crash)
+    base: bool = False  # score the base model (no adapter) on the same lines, for the listening page
+
+
+def crash_plan() -> dict[int, str]:
+    """{trial number: failure kind} from CRASH_ENV (tests of crash isolation; never set by a sweep file)."""
+    plan = {}
+    for item in filter(None, os.environ.get(CRASH_ENV, "").split(",")):
+        number, kind = item.split(":")
+        plan[int(number)] = kind
+    return plan
+
+
+def death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"worker process died with {name}{hint}"
+    return f"worker process exited with code {exitcode}"
+
+
+class WorkerHandle:
+    """A spawned worker process running `target(conn)`, started on demand and restarted after it dies."""
+
+    def __init__(self, target: Callable[[Any], None]) -> None:
+        self._target = target
+        self._ctx = multiprocessing.get_context("spawn")
+        self.proc = None
+        self.conn = None
+        self.starts = 0
+        self.warming = False
+        self.warm_wait = 0.0  # seconds the driver waited for the worker's start-up (benchmark accounting)
+
+    def ensure(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        self.proc = self._ctx.Process(target=self._target, args=(child,), daemon=True, name="qtts-sweep-worker")
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.starts += 1
+
+    def warm(self, cfg: Config) -> None:
+        """Start the worker and let it load data and model while the driver does other set-up."""
+        self.ensure()
+        self.send(("warm", TrialRequest(-2, cfg)))
+        self.warming = True
+
+    def send(self, msg: tuple) -> None:
+        self.conn.send(msg)
+
+    def settle(self) -> None:
+        """Consume the warm-up reply, if one is pending (a dead worker is noticed by the next recv)."""
+        if self.warming:
+            self.warming = False
+            t0 = time.perf_counter()
+            self.recv()
+            self.warm_wait += time.perf_counter() - t0
+
+    def submit(self, request: TrialRequest) -> None:
+        """Send a trial (or base-model) request to a live, warmed worker."""
+        self.ensure()
+        self.settle()
+        self.send(("trial", request))
+
+    def recv(self) -> tuple:
+        """Next message; ("died", exitcode) when the worker process is gone."""
+        while True:
+            if self.conn.poll(0.2):
+                try:
+                    return self.conn.recv()
+                except (EOFError, ConnectionResetError):
+                    pass
+            if not self.proc.is_alive():
+                self.proc.join()
+                self.warming = False
+                return ("died", self.proc.exitcode)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            try:
+                self.conn.send(("stop",))
+                self.proc.join(timeout=10)
+            except (BrokenPipeError, OSError):
+                pass
+            if self.proc.is_alive():
+                self.proc.kill()
+        self.proc = None

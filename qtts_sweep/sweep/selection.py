@@ -1,0 +1,90 @@
+"""Which trials are best: the trial to promote, the top trials of a report, the trials gc must keep.
+
+Pure reads of a study through Optuna's public API (`get_trials`, `best_trials`, `directions`). Owns the rules;
+does not own reports (report.py) or bundles (qtts_sweep.production).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtts_sweep.config.schema import Problem, ValidationError
+
+
+class SelectionError(ValidationError):
+    def __init__(self, problems: list[Problem]):
+        super().__init__(problems, "trial selection")
+
+
+def _complete(study) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def is_multi(study) -> bool:
+    return len(study.directions) > 1
+
+
+def pareto_front(study) -> list:
+    """Completed trials on the Pareto front (of the feasible ones when the sweep has constraints; of all completed
+    ones when none is feasible), in trial order."""
+    done = _complete(study)
+    return sorted(study.best_trials or done, key=lambda t: t.number) if done else []
+
+
+def _by_number(study, number: int):
+    from optuna.trial import TrialState
+
+    matches = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not matches:
+        known = [t.number for t in study.get_trials(deepcopy=False)]
+        fix = f"trials in this study: {known[0]}..{known[-1]}" if known else "the study has no trials yet"
+        raise SelectionError([Problem("trial", number, f"no such trial in study `{study.study_name}`", fix)])
+    t = matches[0]
+    if t.state != TrialState.COMPLETE:
+        why = t.user_attrs.get("fail_reason", "")
+        rule = f"is {t.state.name}{': ' + why if why else ''}; only COMPLETE trials can be promoted"
+        raise SelectionError([Problem("trial", number, rule, "pick a completed trial (`qtts-sweep report`)")])
+    return t
+
+
+def select_trial(study, trial_number: int | None = None):
+    """The trial to promote: `trial_number` if given (refused unless COMPLETE); else, single objective, the best
+    COMPLETE trial (ties: the lowest number); multi-objective, the Pareto-front trial with the best first
+    objective (ties: the lowest number)."""
+    if trial_number is not None:
+        return _by_number(study, trial_number)
+    done = _complete(study)
+    if not done:
+        raise SelectionError([Problem("study", study.study_name, "has no COMPLETE trial", "run or resume the sweep")])
+    if is_multi(study):
+        sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
+        return sorted(pareto_front(study), key=lambda t: (-sign * t.values[0], t.number))[0]
+    return max(done, key=lambda t: (t.value, -t.number))
+
+
+def top_trials(study, k: int) -> list:
+    """The k best completed trials of a single-objective study, best first (ties: the lower number)."""
+    if is_multi(study):
+        return []
+    return sorted(_complete(study), key=lambda t: (-t.value, t.number))[:k]
+
+
+def kept_trials(study, k: int) -> list:
+    """Trials whose checkpoints gc keeps: the top k (single objective) or the whole Pareto front (multi)."""
+    return pareto_front(study) if is_multi(study) else top_trials(study, k)
+
+
+def best_summary(study) -> dict[str, Any] | None:
+    """The trial `select_trial` would promote, as plain data (None while no trial completed)."""
+    if not _complete(study):
+        return None
+    best = select_trial(study)
+    return {
+        "number": best.number,
+        "values": best.values,
+        "params": best.params,
+        "checkpoint": best.user_attrs.get("checkpoint"),
+        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+    }

@@ -1,0 +1,259 @@
+"""The package's shape, checked from its source: imports point down, no private names cross modules, and each
+heavy dependency stays in the one place that owns it.
+
+Every import counts, including those inside functions (the package imports heavy libraries lazily, which would
+otherwise hide these links from a reader). Each rule is a plain function over the parsed source, so a test can
+also run it on a scratch copy of the package with a rule broken on purpose (see the last tests).
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "qtts_sweep"
+ROOT = "qtts_sweep"
+# Subpackages from the bottom up: a package may import only from packages strictly below it (and itself).
+# metrics is pure functions on numbers and audio, so the config schema can validate objective weights against it.
+# tracking sits low because training reports through its small protocol (tracking.reporter); its MLflow module
+# imports nothing of the package but the config schema. data sits above model: preparing a dataset encodes codec
+# codes with the model's own speech tokenizer.
+LAYERS = [
+    {"util"},
+    {"metrics"},
+    {"config"},
+    {"tracking"},
+    {"model"},
+    {"data"},
+    {"train"},
+    {"evaluate"},
+    {"sweep"},
+    {"production"},
+    {"tools"},
+    {"cli"},
+]
+MLFLOW_HOME = "qtts_sweep.tracking"
+OPTUNA_HOME = "qtts_sweep.sweep"
+# Optuna's study machinery: creating studies, asking and telling, samplers and pruners (reading a study that
+# exists, through `qtts_sweep.sweep.storage`, is fine anywhere above the sweep package).
+OPTUNA_MACHINERY = {"create_study", "ask", "tell", "samplers", "pruners", "_storage", "_trial_id"}
+# metrics/ scores audio and numbers; it must not reach for the TTS model or its code.
+METRICS_FORBIDDEN = ("qwen_tts", "peft", "qtts_sweep.model", "qtts_sweep.train", "qtts_sweep.evaluate")
+
+
+@dataclass
+class Source:
+    module: str
+    path: Path
+    tree: ast.Module
+
+
+def load(package: Path) -> dict[str, Source]:
+    out = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        module = ".".join(parts)
+        out[module] = Source(module, path, ast.parse(path.read_text(), str(path)))
+    return out
+
+
+def imports(src: Source, modules: set[str]) -> list[tuple[str, list[str], int]]:
+    """(imported module, names imported from it, line) for every import anywhere in the file."""
+    found = []
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                if sub in modules:  # `from qtts_sweep.sweep import record` imports a module
+                    found.append((sub, [], node.lineno))
+                else:
+                    found.append((node.module, [a.name], node.lineno))
+    return found
+
+
+def internal_edges(sources: dict[str, Source]) -> dict[str, set[str]]:
+    mods = set(sources)
+    return {
+        m: {name for name, _, _ in imports(s, mods) if name in mods and name != m and sources[name].tree.body}
+        for m, s in sources.items()
+    }
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else None
+    for i, layer in enumerate(LAYERS):
+        if name in layer:
+            return i
+    return None
+
+
+def layering_violations(sources: dict[str, Source]) -> list[str]:
+    out = []
+    for m, targets in internal_edges(sources).items():
+        here = _layer(m)
+        for t in targets:
+            there = _layer(t)
+            same_pkg = m.split(".")[:2] == t.split(".")[:2]
+            if here is not None and there is not None and not same_pkg and there >= here:
+                out.append(f"{m} imports {t} (layer {there} >= {here}): imports must point down")
+    return out
+
+
+def private_imports(sources: dict[str, Source]) -> list[str]:
+    mods = set(sources)
+    out = []
+    for m, s in sources.items():
+        for target, names, line in imports(s, mods):
+            if not target.startswith(ROOT) or target == m:
+                continue
+            out += [f"{s.path.name}:{line} imports {n} from {target}" for n in names if _private(n)]
+        aliases = _module_aliases(s, mods)
+        for node in ast.walk(s.tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                if _private(node.attr) and aliases[node.value.id] != m:
+                    out.append(f"{s.path.name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _module_aliases(s: Source, mods: set[str]) -> dict[str, str]:
+    aliases = {}
+    for node in ast.walk(s.tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in mods:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in mods and a.asname:
+                    aliases[a.asname] = a.name
+    return aliases
+
+
+def foreign_imports(sources: dict[str, Source], lib: str, home: str) -> list[str]:
+    out = []
+    for m, s in sources.items():
+        if m == home or m.startswith(home + "."):
+            continue
+        for target, _, line in imports(s, set(sources)):
+            if target == lib or target.startswith(lib + "."):
+                out.append(f"{s.path.name}:{line} imports {target} outside {home}")
+    return out
+
+
+def optuna_machinery_outside(sources: dict[str, Source]) -> list[str]:
+    out = []
+    for m, s in sources.items():
+        if m == OPTUNA_HOME or m.startswith(OPTUNA_HOME + "."):
+            continue
+        for target, names, line in imports(s, set(sources)):
+            if target.startswith("optuna") and ({*target.split("."), *names} & OPTUNA_MACHINERY):
+                out.append(f"{s.path.name}:{line} imports {target} {names}")
+        for node in ast.walk(s.tree):
+            if isinstance(node, ast.Attribute) and node.attr in OPTUNA_MACHINERY:
+                out.append(f"{s.path.name}:{node.lineno} uses .{node.attr}")
+    return out
+
+
+def metrics_reaching_for_the_model(sources: dict[str, Source]) -> list[str]:
+    out = []
+    for m, s in sources.items():
+        if not m.startswith("qtts_sweep.metrics"):
+            continue
+        for target, _, line in imports(s, set(sources)):
+            if any(target == f or target.startswith(f + ".") for f in METRICS_FORBIDDEN):
+                out.append(f"{s.path.name}:{line} imports {target}")
+    return out
+
+
+RULES = {
+    "cycles": lambda src: [" -> ".join(c) for c in cycles(internal_edges(src))],
+    "layering": layering_violations,
+    "private": private_imports,
+    "mlflow": lambda src: foreign_imports(src, "mlflow", MLFLOW_HOME),
+    "optuna": optuna_machinery_outside,
+    "metrics": metrics_reaching_for_the_model,
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_the_package_keeps_the_rule(rule):
+    assert RULES[rule](load(PACKAGE)) == []
+
+
+def test_every_subpackage_says_what_it_owns():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "own" in doc.lower(), f"{init}: the docstring should say what the package owns and does not own"
+
+
+# Each rule broken once in a scratch copy of the package: the rule must see it.
+BREAKS = {
+    "cycles": ("util/fsio.py", "\nfrom qtts_sweep.config import schema  # noqa\n"),
+    "layering": ("model/lora.py", "\nfrom qtts_sweep.sweep import spec  # noqa\n"),
+    "private": ("sweep/report.py", "\nfrom qtts_sweep.sweep.recovery import _alive  # noqa\n"),
+    "mlflow": ("sweep/report.py", "\ndef f():\n    import mlflow  # noqa\n"),
+    "optuna": ("production/gc.py", "\ndef f(study):\n    return study.ask()\n"),
+    "metrics": ("metrics/objective.py", "\ndef f():\n    from qtts_sweep.model import modeling  # noqa\n"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(BREAKS))
+def test_a_broken_rule_is_caught(tmp_path, rule):
+    copy = tmp_path / "qtts_sweep"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    if rule == "cycles":  # make config import util and util import config
+        (copy / "config" / "schema.py").write_text(
+            (copy / "config" / "schema.py").read_text() + "\nfrom qtts_sweep.util import fsio  # noqa\n"
+        )
+    name, extra = BREAKS[rule]
+    (copy / name).write_text((copy / name).read_text() + extra)
+    assert RULES[rule](load(copy)), f"rule {rule} missed the break in {name}"
