@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from qtts_sweep.sweep.recovery import budget_used, stale_numbers
-from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
+from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import CHEAP, tiny_sweep
 

@@ -9,9 +9,9 @@ Modules, one job each:
 - `objective`: pure functions on plain numbers: composite score, constraints, multi-objective vector, aggregation
   over lines. No model, no audio.
 
-The package owns every metric's definition and how metrics become the objective; it does not own synthesis
-or scoring a checkpoint (qtts_sweep.evaluate). This package is not synthesis (it never calls the TTS model) and not tracking (it logs nothing). Importing it, or
-any of its modules, imports neither torch, librosa nor onnxruntime: models load lazily inside their objects.
+The package owns every metric's definition and how metrics become the objective. It does not own synthesis or
+scoring a checkpoint (qtts_sweep.evaluate), never calls the TTS model, and logs nothing. Importing it, or any of
+its modules, imports neither torch, librosa nor onnxruntime: models load lazily inside their objects.
 """
 
 from __future__ import annotations
