@@ -73,10 +73,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.promote import format_promotion, promote
-    from qtts_sweep.sweep.storage import default_storage
+    from qtts_sweep.sweep.storage import default_storage_for
 
     cfg = load_config(args.overrides, args.config_dir)
-    result = promote(cfg, args.study, args.storage or default_storage(cfg.paths.runs_dir), args.trial, args.name)
+    storage = args.storage or default_storage_for(args.study, cfg.paths.runs_dir)
+    result = promote(cfg, args.study, storage, args.trial, args.name)
     print(format_promotion(result))
     return 0
 
@@ -95,31 +96,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from qtts_sweep.sweep.driver import driver as sweep
+    import os
 
+    from qtts_sweep.sweep import launch as sweep
+
+    if args.storage:  # through the environment: a password in a URL never lands in argv, Hydra's files or logs
+        os.environ[sweep.STORAGE_ENV] = args.storage
     if args.plan:
         print(sweep.plan_sweep(args.name, args.overrides, args.config_dir))
         return 0
-    return sweep.launch(args.name, args.overrides, args.config_dir)
+    if args.join:
+        outcome = sweep.join_study(args.name, args.overrides, args.config_dir, args.device, args.threads)
+        print(
+            f"driver {os.getpid()}: ran trials {outcome.trials_run}"
+            + (f"; {outcome.stopped_reason}" if outcome.stopped_reason else "")
+        )
+        return 0
+    if args.workers < 1:
+        raise SystemExit("error: --workers must be >= 1")
+    return sweep.launch(args.name, args.overrides, args.config_dir, args.workers, args.devices)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.sweep.report import report_command
-    from qtts_sweep.sweep.storage import default_storage
+    from qtts_sweep.sweep.storage import default_storage_for
 
     cfg = load_config(args.overrides, args.config_dir)
-    print(report_command(args.study, args.storage or default_storage(cfg.paths.runs_dir), args.top))
+    print(report_command(args.study, args.storage or default_storage_for(args.study, cfg.paths.runs_dir), args.top))
     return 0
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.gc import collect_garbage, format_gc
-    from qtts_sweep.sweep.storage import default_storage
+    from qtts_sweep.sweep.storage import default_storages
 
     cfg = load_config(args.overrides, args.config_dir)
-    result = collect_garbage(cfg, args.storage or default_storage(cfg.paths.runs_dir), args.keep_top, args.dry_run)
+    storages = [args.storage] if args.storage else default_storages(cfg.paths.runs_dir)
+    result = collect_garbage(cfg, storages, args.keep_top, args.dry_run)
     print(format_gc(result, args.dry_run))
     return 0
 
@@ -195,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run an Optuna sweep over lr x epoch x lora_scale as a Hydra multirun")
     p.add_argument("name", help="a sweep in sweeps/ (default, grid, scale_only, tiny) or a path to a sweep YAML")
     p.add_argument("--plan", action="store_true", help="print training keys, epochs and disk, run nothing")
+    p.add_argument("--workers", type=int, default=1, help="driver processes on one study (one per device)")
+    p.add_argument("--devices", help="devices for --workers in turn, e.g. 0,1,3 (default: every GPU, else CPU)")
+    p.add_argument("--storage", help="Optuna storage URL (overrides the sweep file's; default: a file under runs/)")
+    p.add_argument("--join", action="store_true", help="run one driver on a study prepared by a launcher")
+    p.add_argument("--device", help="--join: the device of this driver (e.g. cuda:1)")
+    p.add_argument("--threads", type=int, help="--join: CPU threads of this driver's model worker")
     _add_config_args(p)
     p.set_defaults(func=_cmd_sweep)
 

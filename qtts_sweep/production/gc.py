@@ -25,7 +25,7 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[str]]:
+def protected(cfg: Config, storages: list[str], keep_top: int) -> tuple[set[Path], set[str]]:
     """(epoch folders to keep, training keys to keep whole)."""
     import optuna
     import yaml
@@ -36,8 +36,9 @@ def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[
     store = Path(cfg.paths.store_dir)
     keep: set[Path] = set()
     busy: set[str] = set()
-    for summary in optuna.get_all_study_summaries(make_storage(storage)):
-        study = load_existing_study(summary.study_name, storage)
+    studies = [(s.study_name, url) for url in storages for s in optuna.get_all_study_summaries(make_storage(url))]
+    for name, url in studies:
+        study = load_existing_study(name, url)
         for t in kept_trials(study, keep_top):
             if t.user_attrs.get("checkpoint"):
                 keep.add(Path(t.user_attrs["checkpoint"]).resolve())
@@ -52,8 +53,8 @@ def protected(cfg: Config, storage: str, keep_top: int) -> tuple[set[Path], set[
     return keep, busy
 
 
-def collect_garbage(cfg: Config, storage: str, keep_top: int = 3, dry_run: bool = False) -> GcResult:
-    keep, busy = protected(cfg, storage, keep_top)
+def collect_garbage(cfg: Config, storages: list[str] | str, keep_top: int = 3, dry_run: bool = False) -> GcResult:
+    keep, busy = protected(cfg, [storages] if isinstance(storages, str) else storages, keep_top)
     removed, kept, freed = [], [], 0
     store = Path(cfg.paths.store_dir)
     if "*" in busy:

@@ -13,6 +13,7 @@ Owns: the loop, the failure-rate cap, the order of calls. Does not own: the pipe
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from qtts_sweep.config.schema import Config, ValidationError
 from qtts_sweep.sweep import record
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
-from qtts_sweep.sweep.recovery import budget_used, recover_stale, register_driver, tag_trial
+from qtts_sweep.sweep.recovery import budget_used, recover_stale, register_driver, requeue_stale, tag_trial
 from qtts_sweep.sweep.selection import best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
 from qtts_sweep.sweep.storage import Heartbeat, default_storage, make_storage, open_study
@@ -64,6 +65,7 @@ class SweepDriver:
         compose: Callable[[list[str]], Config],
         base_overrides: list[str],
         log: Callable[[str], None] = print,
+        threads: int | None = None,
     ):
         self.spec = spec
         self.base = [*spec.base, *base_overrides]
@@ -71,33 +73,23 @@ class SweepDriver:
         self.cfg0 = compose(self.base)
         Path(self.cfg0.paths.runs_dir).mkdir(parents=True, exist_ok=True)  # SQLite stores live there
         self.storage_url = spec.storage or default_storage(self.cfg0.paths.runs_dir)
-        self.worker = WorkerHandle(worker_main)
+        self.worker = WorkerHandle(worker_main, threads)
         self._crash = crash_plan()
+        self._trials_run: list[int] = []
+        self._study = None
+        self._parent: str | None = None
 
-    def run(self) -> SweepOutcome:
+    def _open(self):
         from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-        self.worker.warm(self.cfg0)  # imports and model load overlap the study set-up below
-        storage = make_storage(self.storage_url)
-        study = open_study(self.spec, storage)
-        tracker = make_tracker(self.cfg0.tracking)
-        parent = self._resume(study, tracker)
-        outcome = SweepOutcome(self.spec.study_name, self.storage_url, 0, 0, 0, None, parent_run_id=parent)
-        try:
-            while not self._budget_spent(study, outcome):
-                outcome.trials_run.append(self._one_trial(study, storage, tracker, parent))
-            outcome.base_eval_dir, outcome.base_eval_s = self._base_eval()
-        finally:
-            self.worker.stop()
-        outcome.completed, outcome.pruned, outcome.failed = budget_used(study)
-        tracker.finish_parent(parent)
-        outcome.best = best_summary(study)
-        return outcome
+        storage = make_storage(self.storage_url, failed_trial_callback=requeue_stale)
+        return storage, open_study(self.spec, storage), make_tracker(self.cfg0.tracking)
 
-    def _resume(self, study, tracker) -> str | None:
-        """Recover what a stopped sweep left, enqueue baselines once, find or create the parent run."""
-        stale = recover_stale(study)
-        register_driver(study)
+    def prepare(self) -> str | None:
+        """What happens once per launch, before any driver asks: create the study, fail and re-queue what a
+        stopped sweep left RUNNING (and its MLflow runs), enqueue baselines once, find or create the parent run."""
+        _, study, tracker = self._open()
+        stale = recover_stale(study, tracker)
         if stale:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
         for point in self.spec.enqueue:
@@ -117,19 +109,58 @@ class SweepDriver:
         tracker.fail_orphans(self.spec.study_name, keep={t.user_attrs.get("mlflow_run_id") for t in running} - {None})
         return parent
 
-    def _budget_spent(self, study, outcome: SweepOutcome) -> bool:
-        """True when n_trials are done, or (setting `outcome.stopped_reason`) when too many failed."""
+    def run(self, join: bool = False) -> SweepOutcome:
+        """Run trials until the study's budget is spent. `join=True`: the study was prepared by the launcher
+        (several drivers share it); otherwise this driver prepares it first."""
+        self.worker.warm(self.cfg0)  # imports and model load overlap the study set-up below
+        if not join:
+            self.prepare()
+        storage, study, tracker = self._open()
+        self._study = study
+        register_driver(study)
+        parent = self._parent = tracker.study_parent(self.spec.study_name, {})
+        try:
+            while not self._budget_spent(study, tracker):
+                self._trials_run.append(self._one_trial(study, storage, tracker, parent))
+            self._base_eval_result = self._base_eval() if not join else (None, 0.0)
+        finally:
+            self.worker.stop()
+        if not join:
+            tracker.finish_parent(parent)
+        return self.outcome()
+
+    def outcome(self, stopped_reason: str | None = None) -> SweepOutcome:
+        """What this driver did, and the study's budget and best trial as they stand now."""
+        out = SweepOutcome(self.spec.study_name, self.storage_url, 0, 0, 0, None, parent_run_id=self._parent)
+        out.trials_run = list(self._trials_run)
+        out.stopped_reason = stopped_reason or getattr(self, "_stopped", None)
+        out.base_eval_dir, out.base_eval_s = getattr(self, "_base_eval_result", (None, 0.0))
+        if self._study is not None:
+            out.completed, out.pruned, out.failed = budget_used(self._study)
+            out.best = best_summary(self._study)
+        return out
+
+    def _budget_spent(self, study, tracker) -> bool:
+        """True when n_trials are done or running elsewhere, or (noting why) when too many failed.
+
+        Trials other drivers are running count: with N drivers the budget overshoots by at most N-1 (drivers that
+        check at the same moment). Stale trials of dead drivers are failed and re-queued first.
+        """
+        from optuna.trial import TrialState
+
+        recover_stale(study, tracker)
         done = budget_used(study)
         total = sum(done)
-        if total >= self.spec.n_trials:
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if total + running >= self.spec.n_trials:
             return True
         if total >= self.spec.min_trials_for_failure_cap and done[2] / total > self.spec.max_failure_rate:
-            outcome.stopped_reason = (
+            self._stopped = (
                 f"stopping the sweep: {done[2]} of {total} trials failed (> max_failure_rate "
                 f"{self.spec.max_failure_rate:.0%}). Look at the fail_reason of the failed trials "
                 "(`qtts-sweep report`), fix the cause, then re-run the same command to resume."
             )
-            self.log(outcome.stopped_reason)
+            self.log(self._stopped)
             return True
         return False
 
@@ -167,7 +198,8 @@ class SweepDriver:
         except KeyboardInterrupt:
             record.record_interrupted(trial, tracker, run_id)
             study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            if trial.params:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             self.worker.stop()
             raise
         finally:
@@ -191,14 +223,22 @@ class SweepDriver:
                 self.log(f"trial {trial.number}: objective {result['objective']:.4f} ({how})")
                 return trial.number
             elif kind == "pruned":
+                record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
                 study.tell(trial, state=TrialState.PRUNED)
                 record.record_pruned(tracker, run_id, msg[1], relay.steps)
                 self.log(f"trial {trial.number}: pruned at epoch {msg[1]}")
                 return trial.number
-            elif kind == "failed":
+            elif kind in ("failed", "died"):
+                record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
+            if kind == "failed":
                 return self._fail(study, trial, tracker, run_id, msg[1], msg[2], relay.steps)
             elif kind == "died":
-                return self._fail(study, trial, tracker, run_id, "WorkerDied", death_reason(msg[1]), relay.steps)
+                number = self._fail(study, trial, tracker, run_id, "WorkerDied", death_reason(msg[1]), relay.steps)
+                if msg[1] == -signal.SIGKILL and trial.params and "retry_of" not in trial.user_attrs:
+                    # killed from outside (out of memory, an operator, a lost node): not the trial's own fault
+                    # as far as we can tell, so it gets one more run; a retry killed again stays failed.
+                    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                return number
 
     def _values(self, result: dict) -> float | list[float]:
         if not self.spec.multi:
@@ -223,10 +263,15 @@ class _EpochRelay:
         self.trial, self.tracker, self.cfg, self.prunable = trial, tracker, cfg, prunable
         self.training_run: str | None = None
         self.steps: dict[int, dict] = {}
+        self.key: str | None = None
+        self.trained: list[int] = []
 
     def epoch(self, epoch: int, metrics: dict, reused: bool, key: str) -> bool:
         """Record one epoch; return whether the pruner says stop."""
         self.steps[epoch] = metrics
+        self.key = key
+        if not reused:
+            self.trained.append(epoch)
         if self.training_run is None and self.tracker.enabled:
             self.training_run = self.tracker.training_run(key, key_material(self.cfg, key))
         if not reused:

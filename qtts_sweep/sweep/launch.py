@@ -1,13 +1,23 @@
 """Starting a sweep: `qtts-sweep sweep NAME` (validate, then a Hydra multirun through the qtts sweeper),
-`--plan`, the sweeper's entry point, and the closing lines that say where to look.
+`--plan`, the sweeper's entry point, many drivers on one study, and the closing lines that say where to look.
+
+Many workers (`--workers N`, or SLURM jobs) are N independent driver processes on one shared study, with no batch
+barrier: each asks for its next trial as soon as its last one ends. Everything that must happen once happens in
+`prepare_study` before any driver starts (creating the study's schema concurrently fails; recovering stale trials
+or enqueuing baselines twice would duplicate trials); each driver then runs `join_study`.
 
 Owns: resolving a sweep file against the composed config (once, the same way for every entry), the Hydra command
-line. Does not own: the trial loop (driver.py) or the report (report.py).
+line, starting and waiting for local drivers. Does not own: the trial loop (driver.py) or the report (report.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,135 @@ def resolve_spec(name: str, compose: Callable[[list[str]], Config], overrides: l
     return load_spec(name, cfg=cfg), cfg
 
 
-def sweep_from_hydra(sweep_name: str, arguments: list[str], hydra_context: Any, config: Any) -> SweepOutcome:
+STORAGE_ENV = "QTTS_SWEEP_STORAGE"  # a storage URL given on the command line reaches drivers here, not in argv
+
+
+def storage_for(spec: SweepSpec, cfg: Config, workers: int) -> str:
+    """The study's storage: the sweep file's (or --storage, via STORAGE_ENV), else a file under runs/: SQLite for
+    one driver; Optuna's journal file for several on one machine (SQLite must not serve parallel writers)."""
+    from qtts_sweep.sweep.storage import default_storage, journal_storage
+
+    given = os.environ.get(STORAGE_ENV) or spec.storage
+    if given:
+        return given
+    return default_storage(cfg.paths.runs_dir) if workers == 1 else journal_storage(cfg.paths.runs_dir)
+
+
+@dataclasses.dataclass
+class Prepared:
+    spec: SweepSpec
+    cfg: Config
+    storage_url: str
+    parent_run_id: str | None
+
+
+def prepare_study(
+    name: str, overrides: list[str], config_dir: str | None = None, workers: int = 1, compose: Callable | None = None
+) -> Prepared:
+    """Once, before any driver starts: validate, create the study, recover stale trials, enqueue baselines, create
+    the MLflow parent run."""
+    from qtts_sweep.config.loader import load_config
+
+    compose = compose or (lambda ov: load_config(ov, config_dir))
+    spec, cfg = resolve_spec(name, compose, overrides)
+    spec = dataclasses.replace(spec, storage=storage_for(spec, cfg, workers))
+    driver = SweepDriver(spec, compose, overrides)
+    parent = driver.prepare()
+    return Prepared(spec, cfg, spec.storage, parent)
+
+
+def join_study(
+    name: str,
+    overrides: list[str],
+    config_dir: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> SweepOutcome:
+    """One driver on a prepared study until the shared budget is spent. SIGTERM (scheduler stop, preemption, time
+    limit) fails and re-queues the running trial, then returns normally."""
+    from qtts_sweep.config.loader import load_config
+
+    extra = [f"model.device={device}"] if device else []
+    spec, _ = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
+    spec = dataclasses.replace(spec, storage=os.environ.get(STORAGE_ENV) or spec.storage)
+    driver = SweepDriver(spec, lambda ov: load_config(ov, config_dir), [*overrides, *extra], threads=threads)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return driver.run(join=True)
+    except KeyboardInterrupt:
+        return driver.outcome(stopped_reason="stopped by a signal; the running trial was re-queued")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def device_plan(workers: int, devices: str | None) -> list[tuple[str | None, int | None]]:
+    """(device, CPU threads) per driver: `devices` ("0,1,3") or cuda:0..N-1 in turn when CUDA is there; on CPU,
+    each driver gets its share of the cores."""
+    if devices:
+        ids = [d.strip() for d in devices.split(",") if d.strip()]
+        return [(f"cuda:{ids[i % len(ids)]}" if ids[i % len(ids)].isdigit() else ids[i % len(ids)], None)
+                for i in range(workers)]  # fmt: skip
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return [(f"cuda:{i % n}", None) for i in range(workers)]
+    share = max(1, (os.cpu_count() or 1) // workers)
+    return [("cpu", share) for _ in range(workers)]
+
+
+def run_local_workers(
+    name: str, overrides: list[str], workers: int, devices: str | None = None, config_dir: str | None = None
+) -> Prepared:
+    """`--workers N` on one machine: prepare once, then N driver processes (`sweep --join`), each pinned to one
+    device, and wait for all of them. Ctrl-C reaches every driver (one process group): each fails and re-queues
+    its running trial and stops."""
+    from qtts_sweep.tracking.server import start_mlflow_server
+
+    prepared = prepare_study(name, overrides, config_dir, workers)
+    server = None
+    extra: list[str] = []
+    tracking = prepared.cfg.tracking
+    if tracking.backend == "mlflow" and tracking.tracking_uri.startswith("sqlite:"):
+        # SQLite takes one writer: the drivers log over HTTP to one server that owns the file.
+        server = start_mlflow_server(tracking.tracking_uri, tracking.artifact_location)
+        extra = [f"tracking.tracking_uri={server.uri}"]
+    env = {**os.environ, STORAGE_ENV: prepared.storage_url}
+    base = [sys.executable, "-m", "qtts_sweep.cli", "sweep", name, "--join"]
+    if config_dir:
+        base += ["--config-dir", str(config_dir)]
+    procs = []
+    try:
+        for device, threads in device_plan(workers, devices):
+            cmd = [*base, *(["--device", device] if device else []), *(["--threads", str(threads)] if threads else [])]
+            procs.append(subprocess.Popen([*cmd, *overrides, *extra], env=env))
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        codes = [_wait_or_kill(p) for p in procs]
+        raise
+    finally:
+        if server:
+            server.stop()
+    if any(codes):
+        raise RuntimeError(f"driver processes exited with codes {codes}")
+    return prepared
+
+
+def _wait_or_kill(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def sweep_from_hydra(
+    sweep_name: str, arguments: list[str], hydra_context: Any, config: Any, workers: int = 1, devices: str = ""
+) -> SweepOutcome | Prepared:
     """Entry from the Hydra sweeper plugin: the base config is composed by Hydra's own config loader."""
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -46,9 +184,14 @@ def sweep_from_hydra(sweep_name: str, arguments: list[str], hydra_context: Any, 
         cfg = compose_with(once, overrides)
         return finish(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
 
+    if workers > 1:
+        prepared = run_local_workers(sweep_name, list(arguments), workers, devices or None)
+        finish_sweep(prepared.spec, prepared.storage_url, prepared.parent_run_id, prepared.cfg, None)
+        return prepared
     spec, spec_cfg = resolve_spec(sweep_name, compose, list(arguments))
+    spec = dataclasses.replace(spec, storage=storage_for(spec, spec_cfg, 1))
     outcome = SweepDriver(spec, compose, list(arguments)).run()
-    finish_sweep(spec, outcome, spec_cfg, outcome.base_eval_dir)
+    finish_sweep(spec, outcome.storage, outcome.parent_run_id, spec_cfg, outcome.base_eval_dir)
     return outcome
 
 
@@ -77,7 +220,9 @@ def plan_sweep(name: str, overrides: list[str], config_dir: str | None = None) -
     return format_plan(spec, plan(spec, cfg, lora_params))
 
 
-def launch(name: str, overrides: list[str], config_dir: str | None = None) -> int:
+def launch(
+    name: str, overrides: list[str], config_dir: str | None = None, workers: int = 1, devices: str | None = None
+) -> int:
     """`qtts-sweep sweep <name>`: validate, then run the Hydra multirun with the qtts sweeper."""
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.sweep.hydra_app import run
@@ -93,7 +238,10 @@ def launch(name: str, overrides: list[str], config_dir: str | None = None) -> in
         # Hydra's logging config would route every library's INFO messages to the console.
         "hydra/job_logging=disabled",
         "hydra/hydra_logging=disabled",
+        f"hydra.sweeper.workers={workers}",
     ]
+    if devices:
+        argv.append(f"hydra.sweeper.devices='{devices}'")
     if config_dir:
         argv += ["--config-dir", str(Path(config_dir).resolve())]
     return run([*argv, *overrides])

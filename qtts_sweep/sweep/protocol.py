@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from qtts_sweep.config.schema import Config
 
@@ -53,8 +52,9 @@ def death_reason(exitcode: int | None) -> str:
 class WorkerHandle:
     """A spawned worker process running `target(conn)`, started on demand and restarted after it dies."""
 
-    def __init__(self, target: Callable[[Any], None]) -> None:
+    def __init__(self, target: Callable[..., None], threads: int | None = None) -> None:
         self._target = target
+        self._threads = threads
         self._ctx = multiprocessing.get_context("spawn")
         self.proc = None
         self.conn = None
@@ -66,7 +66,9 @@ class WorkerHandle:
         if self.proc is not None and self.proc.is_alive():
             return
         parent, child = self._ctx.Pipe()
-        self.proc = self._ctx.Process(target=self._target, args=(child,), daemon=True, name="qtts-sweep-worker")
+        self.proc = self._ctx.Process(
+            target=self._target, args=(child, self._threads, os.getpid()), daemon=True, name="qtts-sweep-worker"
+        )
         self.proc.start()
         child.close()
         self.conn = parent

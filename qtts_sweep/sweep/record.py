@@ -30,6 +30,7 @@ def complete_attrs(result: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": result["checkpoint"],
         "eval_dir": result["eval_dir"],
         "trained_epochs": result["trained"],
+        "epoch_reached": max([int(e) for e in result.get("epoch_metrics", {})] or [0]),
         "timings": result.get("timings", {}),
         "constraints": constraint_values(result["summary"]),
         "reused": not result["trained"],
@@ -62,6 +63,14 @@ def record_complete(trial, result: dict, tracker: Any, run_id: str | None, train
     for key, value in complete_attrs(result).items():
         trial.set_user_attr(key, value)
     tracker.finish_trial(run_id, "FINISHED", **complete_run(result, training_run, steps))
+
+
+def record_training(trial, key: str | None, trained: list[int], reached: int) -> None:
+    """What a trial trained (also when it was pruned or failed): the training summary counts every epoch."""
+    if key:
+        trial.set_user_attr("training_key", key)
+        trial.set_user_attr("trained_epochs", trained)
+        trial.set_user_attr("epoch_reached", reached)
 
 
 def record_failure(trial, tracker: Any, run_id: str | None, kind: str, message: str, steps: dict | None) -> str:

@@ -57,12 +57,26 @@ def _is_dead(t, now: datetime.datetime, dead_local: bool, live_local: bool) -> b
     return t.user_attrs.get("driver_host") == socket.gethostname() and pid != os.getpid() and not _alive(pid)
 
 
-def recover_stale(study) -> list[int]:
-    """Fail trials a dead driver left RUNNING and re-queue their parameters; return their numbers.
+def requeue_stale(study, trial) -> None:
+    """Mark a trial a dead driver left RUNNING (already failed) and re-queue its parameters once.
+
+    Runs in exactly one process per stale trial: the one whose `study.tell` (own host, dead pid) or heartbeat check
+    (Optuna's `failed_trial_callback`, other hosts) failed it. A retry that goes stale again is not re-queued a
+    second time: a trial that keeps killing its driver (e.g. the whole node runs out of memory) must not loop.
+    """
+    study.set_user_attr(f"{STALE_PREFIX}{trial.number}", True)
+    if trial.params and "retry_of" not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def recover_stale(study, tracker=None) -> list[int]:
+    """Fail trials a dead driver left RUNNING, re-queue their parameters, fail their MLflow runs; return their
+    numbers.
 
     A trial is stale when its recorded driver (host, pid) is this host's and no longer alive; when it was killed
     before it could be tagged (no params yet: failed, nothing to re-queue) and a dead local driver is registered
-    or it is older than ORPHAN_S; or when Optuna's heartbeat says so (another host, silent for GRACE_S).
+    or it is older than ORPHAN_S; or when Optuna's heartbeat says so (another host, silent for GRACE_S). Safe to
+    call from several drivers at once: only the one whose `tell` succeeds handles a trial.
     """
     import optuna
     from optuna.trial import TrialState
@@ -70,20 +84,28 @@ def recover_stale(study) -> list[int]:
     dead_local, live_local = _local_drivers(study)
     now = datetime.datetime.now()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    mine = []
     for t in running:
-        if _is_dead(t, now, dead_local, live_local):
+        if not _is_dead(t, now, dead_local, live_local):
+            continue
+        try:
             study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another driver failed it first
+            continue
+        requeue_stale(study, t)
+        mine.append(t)
     try:
-        optuna.storages.fail_stale_trials(study)  # heartbeat-based (other hosts)
+        optuna.storages.fail_stale_trials(study)  # other hosts; re-queued by the storage's failed_trial_callback
     except (AttributeError, TypeError, ValueError):  # storage without heartbeats (journal)
         pass
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    stale = [t for t in running if t.number in failed]
-    for t in stale:
-        study.set_user_attr(f"{STALE_PREFIX}{t.number}", True)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-    return [t.number for t in stale]
+    gone = [t for t in running if t.number in failed]
+    if tracker is not None:
+        for t in gone:
+            tracker.finish_trial(
+                t.user_attrs.get("mlflow_run_id"), "FAILED", tags={"fail_reason": "driver died; trial re-queued"}
+            )
+    return [t.number for t in gone]
 
 
 def requeued(trials) -> set[int]:

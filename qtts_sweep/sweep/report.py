@@ -178,14 +178,41 @@ def listening_page(study, top: list[dict], base_eval_dir: str | None, lines: lis
     return path
 
 
-def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None = None) -> str:
+def training_summary(study) -> dict[str, int]:
+    """Epochs trained across all trials vs the lower bound (each training key trained once up to the highest
+    epoch any trial needed), and (key, epoch) pairs trained more than once (0 when reuse and leases work)."""
+    trained: dict[tuple[str, int], int] = {}
+    needed: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.user_attrs.get("training_key")
+        if not key:
+            continue
+        for e in t.user_attrs.get("trained_epochs", []):
+            trained[(key, e)] = trained.get((key, e), 0) + 1
+        needed[key] = max(needed.get(key, 0), int(t.user_attrs.get("epoch_reached", 0)))
+    return {
+        "epochs_trained": sum(trained.values()),
+        "lower_bound": sum(needed.values()),
+        "training_keys": len(needed),
+        "trained_twice": sum(n - 1 for n in trained.values() if n > 1),
+    }
+
+
+def format_training_summary(s: dict[str, int]) -> str:
+    return (
+        f"epochs trained: {s['epochs_trained']} (lower bound {s['lower_bound']}: {s['training_keys']} training keys x "
+        f"the highest epoch a trial needed); (key, epoch) trained twice: {s['trained_twice']}"
+    )
+
+
+def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config, base_eval_dir: str | None) -> str:
     """Write and log the report; print and return the summary table."""
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-    study = load_existing_study(spec.study_name, outcome.storage)
+    study = load_existing_study(spec.study_name, storage)
     out = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name / "report"
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table(study, spec.top_k)
+    table = format_table(study, spec.top_k) + "\n" + format_training_summary(training_summary(study))
     (out / "top_trials.txt").write_text(table + "\n")
     top = top_trials(study, spec.top_k)
     (out / "top_trials.json").write_text(json.dumps(top, indent=2, default=str) + "\n")
@@ -204,7 +231,7 @@ def finish_sweep(spec: Any, outcome: Any, cfg: Config, base_eval_dir: str | None
                 seen.append(row["id"])
                 lines.append({"id": row["id"], "text": row["text"], "audio": audio.get(row["id"])})
         listening_page(study, top, base_eval_dir, lines, out)
-    make_tracker(cfg.tracking).log_parent_artifacts(outcome.parent_run_id, out)
+    make_tracker(cfg.tracking).log_parent_artifacts(parent_run_id, out)
     print(table)
     return table
 

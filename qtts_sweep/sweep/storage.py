@@ -21,14 +21,47 @@ def default_storage(runs_dir: str) -> str:
     return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
 
 
-def make_storage(url: str):
+def journal_storage(runs_dir: str) -> str:
+    """Optuna's journal file: several processes on one machine (its file lock is not safe on NFS)."""
+    return f"journal:{Path(runs_dir) / 'optuna-journal.log'}"
+
+
+def default_storage_for(study_name: str, runs_dir: str) -> str:
+    """Where a study lives when no storage is given: the journal file under runs/ if the study is there (a sweep
+    with several workers), else the SQLite file (one worker, and where an unknown study is reported missing)."""
+    journal = Path(runs_dir) / "optuna-journal.log"
+    if journal.is_file():
+        import optuna
+
+        url = journal_storage(runs_dir)
+        if study_name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(url))}:
+            return url
+    return default_storage(runs_dir)
+
+
+def default_storages(runs_dir: str) -> list[str]:
+    """Every default storage that exists under runs/ (gc looks at all of them)."""
+    out = [default_storage(runs_dir)]
+    if (Path(runs_dir) / "optuna-journal.log").is_file():
+        out.append(journal_storage(runs_dir))
+    return out
+
+
+def make_storage(url: str, failed_trial_callback: Any = None):
+    """The storage a URL names. `failed_trial_callback(study, trial)` runs in the one process whose heartbeat
+    check failed a stale trial (Optuna's own mechanism for re-queuing it exactly once)."""
     import optuna
 
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        path = url[len("journal:") :]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # open(2)-based lock: works wherever the journal file can be created (the symlink lock needs more).
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, failed_trial_callback=failed_trial_callback
+    )
 
 
 def trial_constraints(trial) -> list[float]:

@@ -150,11 +150,38 @@ def _serve(msg: tuple, state: WorkerState, conn: Any) -> tuple:
         return ("failed", kind, f"{exc}\n{traceback.format_exc(limit=6)}")
 
 
-def worker_main(conn: Any) -> None:
-    """Serve trials until told to stop or the pipe closes."""
-    # Ctrl-C in a terminal reaches the whole process group: the driver handles it (fails and re-queues the
-    # trial, then stops this worker); the worker must not die half-way through writing a checkpoint.
+def _exit_with(parent_pid: int) -> None:
+    """Leave as soon as the driver is gone (killed with -9, its node lost): an orphan must not go on training,
+    holding a training lease and writing checkpoints nobody will read."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def worker_main(conn: Any, threads: int | None = None, parent_pid: int | None = None) -> None:
+    """Serve trials until told to stop or the pipe closes.
+
+    Args:
+        threads: CPU threads for torch (each of several drivers on one CPU machine gets its share).
+        parent_pid: the driver's pid; the worker exits when it changes.
+    """
+    # Ctrl-C in a terminal and a scheduler's SIGTERM reach the whole process group: the driver handles them
+    # (fails and re-queues the trial, then stops this worker); the worker must not die half-way through a write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if parent_pid is not None:
+        _exit_with(parent_pid)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     state = WorkerState()
     while True:
         try:
