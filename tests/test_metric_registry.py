@@ -145,14 +145,14 @@ def test_a_registered_weight_joins_the_config_and_the_composite(toy_registered):
 
 @pytest.mark.slow
 def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(toy_registered, tiny_model_dir, tmp_path):
-    """Registration is all it takes: a real evaluation on the tiny preset computes it per line, aggregates it,
-    weighs it into the objective, caches it under a new key, shows it in the report table and logs it to MLflow."""
+    """Registration is all it takes: the scoring function computes it on every line of the tiny preset,
+    aggregates it, weighs it into the objective and keys the cache on it; the trial's record puts it in the report
+    table and in the MLflow run."""
     import optuna
     from mlflow import MlflowClient
 
-    from qtts_sweep.evaluate.scoring import MetricSuite, eval_key, evaluate, held_out_lines
-    from qtts_sweep.evaluate.synth import Synthesizer
-    from qtts_sweep.model import modeling
+    from qtts_sweep.evaluate.scoring import BASE_KEY, Point, Scorer, eval_key, held_out_lines
+    from qtts_sweep.sweep.record import complete_attrs, complete_run
     from qtts_sweep.sweep.report import format_table
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
     from qtts_sweep.train.loop import resolve_run
@@ -172,12 +172,8 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
             f"tracking.artifact_location={tmp_path}/mlartifacts",
         ]
     )
-    run = resolve_run(cfg)
-    synth = Synthesizer(cfg)
-    ref_wav = modeling.load_audio_24k(run.dataset.ref_audio)
-    synth.use(None, 0.0, modeling.speaker_embedding(synth.loaded, ref_wav))
-    lines = held_out_lines(run.dataset, cfg.eval.split, cfg.eval.max_lines)
-    ev = evaluate(cfg, synth, MetricSuite(cfg, synth), lines, ref_wav, "base", None, 0.0, None)
+    dataset = resolve_run(cfg).dataset
+    ev = Scorer().score(cfg, dataset, Point.base())
 
     # per line: the registered function on the line's own audio; summary: their mean
     peaks = [toy_peak(sf.read(ev.dir / row["wav"], dtype="float32")[0], None, 24000) for row in ev.per_line]
@@ -193,33 +189,43 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
     assert ev.objective == pytest.approx(expected, rel=1e-9)
     assert ev.objective != pytest.approx(composite_score(ev.summary, without), rel=1e-6)
 
-    # the report's top-trials table: a column, holding the trial's value
+    # what a sweep trial records from this result: Optuna user attributes (the report) and the MLflow payload
+    result = {
+        "training_key": BASE_KEY,
+        "checkpoint": "",
+        "eval_dir": str(ev.dir),
+        "trained": [],
+        "objective": ev.objective,
+        "summary": ev.summary,
+        "per_line": [{k: v for k, v in row.items() if k != "codes"} for row in ev.per_line],
+        "backends": ev.backends,
+    }
     study = optuna.create_study(direction="maximize")
     study.add_trial(
         optuna.trial.create_trial(
             value=ev.objective,
             params={"eval.lora_scale": 0.0},
             distributions={"eval.lora_scale": optuna.distributions.FloatDistribution(0.0, 2.0)},
-            user_attrs={"summary": {k: v for k, v in ev.summary.items() if not k.endswith("_std")}, "reused": True},
+            user_attrs=complete_attrs(result),
         )
     )
     header, row = format_table(study).splitlines()[1:3]
     column = header.split().index("toy_peak")
     assert row.split()[column] == f"{ev.summary['toy_peak']:.4g}"
 
-    # MLflow: the trial run's metrics (what a sweep trial logs: the summary plus the objective)
     tracker = make_tracker(cfg.tracking)
     run_id = tracker.start_trial(None, "toy", 0, {"eval.lora_scale": 0.0})
-    tracker.finish_trial(run_id, "FINISHED", metrics={**ev.summary, "objective": ev.objective})
+    tracker.finish_trial(run_id, "FINISHED", **complete_run(result, None, {}))
     logged = MlflowClient(cfg.tracking.tracking_uri).get_run(run_id).data.metrics
     assert logged["toy_peak"] == pytest.approx(ev.summary["toy_peak"])
     assert logged["toy_peak_std"] == pytest.approx(ev.summary["toy_peak_std"])
     assert logged["objective"] == pytest.approx(ev.objective)
 
     # the cache key follows the registry: the same evaluation without the toy metric is another cache entry
-    assert eval_key("base", None, 0.0, cfg.eval, lines) == ev.key
+    lines = held_out_lines(dataset, cfg.eval.split, cfg.eval.max_lines)
+    assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines) == ev.key
     REGISTRY.unregister(TOY.key)
     try:
-        assert eval_key("base", None, 0.0, cfg.eval, lines) != ev.key
+        assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines) != ev.key
     finally:
         REGISTRY.register(TOY)
