@@ -31,41 +31,26 @@ How one waveform is analysed (10 ms frames, one grid for every step):
    by the tempo, F0-along-path, voicing and MCD metrics. A span longer than `DTW_MAX_LENGTH_RATIO` (4x) the other is
    cut to that, and both are decimated to at most `MAX_DTW_FRAMES` frames, so memory stays bounded.
 
-Metrics (`METRICS` declares the same, with each worst value, goodness mapping and default weight). "gen" is the
-generated waveform, "ref" the ground-truth recording of the same line; "better: 1" marks a diagnostic ratio whose
-scored counterpart is the `*_error` below it.
+Metrics: `METRICS` below declares each one (key, direction, worst value, goodness mapping, default weight);
+docs/metrics.md gives the full definitions. "gen" is the generated waveform, "ref" the ground-truth recording of the
+same line; ratios are clamped to [0.1, 10], errors and silences capped at their worst values. Two need more words:
 
-| key | unit | better | worst | definition |
-|---|---|---|---|---|
-| duration_ratio | - | 1 | 0.1 | speech-span duration of gen / of ref (VAD, step 3), clamped to [0.1, 10] |
-| duration_error | - | lower | 2.303 | abs(ln(duration_ratio)) |
-| tempo_ratio | - | 1 | 0.1 | speaking rate of gen / ref = 1 / least-squares slope of the DTW path, clamped |
-| tempo_error | - | lower | 2.303 | abs(ln(tempo_ratio)) |
-| tempo_slope | - | 0 | 2.303 | signed change of ln(local rate of gen / ref) from start to end of the line (a) |
-| tempo_drift | - | lower | 2.303 | abs(tempo_slope): 0 = constant relative rate, even if that rate is wrong |
-| f0_median_ratio | - | 1 | 0.1 | median F0 of gen's voiced frames / ref's, clamped |
-| f0_range_ratio | - | 1 | 0.1 | F0 range (5th-95th percentile, semitones) of gen / ref's, clamped |
-| f0_error | semitones | lower | 24 | abs(median shift) + abs(range difference), both in semitones, capped |
-| f0_rmse_cents | cents | lower | 2400 | RMS of 1200*log2(F0 gen / F0 ref) over path pairs voiced in both, capped |
-| voicing_error | - | lower | 1 | share of path pairs whose voiced/unvoiced decisions disagree |
-| mcd_db | dB | lower | 30 | mean over path pairs of (10/ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2), d = 1..24 (b) |
-| clipping_fraction | - | lower | 1 | share of gen samples with abs(x) >= 0.999 |
-| nonfinite_fraction | - | lower | 1 | share of gen samples that are NaN or Inf |
-| leading_silence_s | s | lower | 30 | non-speech before gen's speech span, capped at 30 s |
-| trailing_silence_s | s | lower | 30 | non-speech (silence or noise) after gen's speech span, capped at 30 s |
-| nonspeech_tail_ratio | - | lower | 1 | trailing non-speech / gen's (analysed) duration |
-
-(a) The path is cut into `TEMPO_SEGMENTS` (4) parts of equal ref time; each part's local rate is the inverse of
-its least-squares slope (gen frames per ref frame); tempo_slope is the slope of a line fitted to ln(local rate)
-against the part's position (0 at the start, 1 at the end). > 0: gen accelerates relative to ref. On the test
-clips a uniformly 1.3x faster line has tempo_drift <= 0.1, rates 1.0 -> 1.25 -> 1.5 over thirds give 0.35-0.67.
-(b) Kubichek (1993) MCD with DTW on WORLD mel-cepstra (the common TTS recipe), not an MFCC approximation.
+- tempo_slope / tempo_drift: the path is cut into `TEMPO_SEGMENTS` (4) parts of equal ref time; each part's local
+  rate is the inverse of its least-squares slope (gen frames per ref frame); tempo_slope is the slope of a line
+  fitted to ln(local rate) against the part's position (0 at the start, 1 at the end); > 0: gen accelerates relative
+  to ref. On the test clips a uniformly 1.3x faster line has tempo_drift <= 0.1, rates 1.0 -> 1.25 -> 1.5 over
+  thirds give 0.35-0.67.
+- mcd_db: mean over path pairs of (10/ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2), d = 1..24: Kubichek (1993) MCD with
+  DTW on WORLD mel-cepstra (the common TTS recipe), not an MFCC approximation.
 
 Degenerate input (empty, silence, white noise, NaN, a single sample, gen or ref without speech, too few voiced
 frames for F0, too short for DTW) gets the metric's worst value; no value is ever NaN or Inf. Ref-relative metrics
 are worst when ref has no speech (prepared ground truth always has speech: `prepare` rejects silent clips).
 Cost: about 0.025 s of CPU per second of audio analysed (2 cores, one used), mostly DIO, CheapTrick and the DTW cost
 matrix; a `Reference` reused across trials halves it.
+
+Length: one analysis pipeline whose steps share the frame grid and constants, plus the declarations of the metrics it
+computes (kept beside it so each metric is declared once): splitting it would scatter one definition over files.
 """
 
 from __future__ import annotations
