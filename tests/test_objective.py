@@ -8,8 +8,8 @@ import math
 
 import pytest
 
+from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import (
-    ALL_METRICS,
     DIRECTIONS,
     ConstraintLimits,
     ObjectiveWeights,
@@ -41,8 +41,8 @@ def test_every_term_has_a_direction_and_a_finite_worst_value():
     assert set(TERMS) == set(BASE)
     for name in TERMS:
         assert name in DIRECTIONS, name
-    for spec in ALL_METRICS.values():
-        assert math.isfinite(spec.worst), spec.name
+    for metric in REGISTRY:
+        assert math.isfinite(metric.worst), metric.key
 
 
 @pytest.mark.parametrize("name", TERMS)
@@ -56,7 +56,7 @@ def test_composite_is_strictly_monotone_in_each_term(name):
 
 @pytest.mark.parametrize("name", TERMS)
 def test_a_zero_weight_drops_the_term(name):
-    w = ObjectiveWeights(**{name: 0.0})
+    w = ObjectiveWeights({name: 0.0})
     worse = 0.0 if DIRECTIONS[name] == "maximize" else BASE[name] * 10 + 1
     assert composite_score(BASE | {name: worse}, w) == composite_score(BASE, w)
 
@@ -79,6 +79,8 @@ def test_score_is_the_documented_weighted_mean():
     weights = w.weights()
     expected = sum(weights[k] * g for k, g in goodness.items()) / sum(weights.values())
     assert composite_score(BASE, w) == pytest.approx(expected, rel=1e-12)
+    # the registry's default weights give the number the hand-written weights gave before the registry existed
+    assert composite_score(BASE, w) == pytest.approx(0.582758226527774, rel=1e-12)
 
 
 def test_speaker_similarity_is_capped_at_the_ground_truth_level():
@@ -99,7 +101,7 @@ def test_speaker_similarity_is_capped_at_the_ground_truth_level():
 def test_missing_metric_renormalizes_by_default():
     without_mos = {k: v for k, v in BASE.items() if k != "dnsmos_ovrl"}
     assert composite_score(without_mos, ObjectiveWeights()) == pytest.approx(
-        composite_score(BASE, ObjectiveWeights(dnsmos_ovrl=0.0)), rel=1e-12
+        composite_score(BASE, ObjectiveWeights({"dnsmos_ovrl": 0.0})), rel=1e-12
     )
 
 
@@ -121,7 +123,7 @@ def test_a_nonfinite_metric_counts_as_worst_under_either_policy(missing, bad):
 
 def test_nothing_to_score_is_the_worst_score():
     assert composite_score({}, ObjectiveWeights()) == 0.0
-    zero = ObjectiveWeights(**dict.fromkeys(TERMS, 0.0))
+    zero = ObjectiveWeights(dict.fromkeys(TERMS, 0.0))
     assert composite_score(BASE, zero) == 0.0
     assert composite_score({}, ObjectiveWeights(missing="worst")) == 0.0
 
@@ -139,19 +141,22 @@ def test_perfect_trial_scores_one():
 
 
 def test_invalid_weights_are_all_reported_at_once():
+    bad = {"mcd_db": -1.0, "spk_sim": math.nan, "f0_error": True, "mcd_dbb": 1.0, "duration_ratio": 1.0}
     with pytest.raises(ValueError) as err:
-        ObjectiveWeights(mcd_db=-1.0, spk_sim=math.nan, f0_error=True, missing="ignore")  # type: ignore[arg-type]
+        ObjectiveWeights(bad, missing="ignore")  # type: ignore[arg-type]
     message = str(err.value)
     for key in ("`mcd_db` = -1.0", "`spk_sim` = nan", "`f0_error` = True", "`missing` = 'ignore'"):
         assert key in message
+    assert "`mcd_dbb` = 1.0" in message and "did you mean `mcd_db`?" in message
+    assert "`duration_ratio` = 1.0: is not a registered metric with a goodness mapping" in message  # a diagnostic
     assert "Fix:" in message
 
 
 def test_constraints_follow_optunas_sign_convention():
-    limits = ConstraintLimits(max_no_eos_rate=0.05, max_tempo_drift=0.3, max_duration_error=0.25)
+    limits = ConstraintLimits({"max_no_eos_rate": 0.05, "max_tempo_drift": 0.3, "max_duration_error": 0.25})
     ok = {"no_eos_rate": 0.0, "tempo_drift": 0.1, "duration_error": 0.25}
     v = constraint_violations(ok, limits)
-    assert list(v) == ["no_eos_rate", "tempo_drift", "duration_error"]  # field order: stable for Optuna
+    assert list(v) == ["no_eos_rate", "duration_error", "tempo_drift"]  # registry order: stable for Optuna
     assert v["no_eos_rate"] == pytest.approx(-0.05)
     assert v["tempo_drift"] == pytest.approx(-0.2)
     assert v["duration_error"] == 0.0  # exactly at the limit is satisfied
@@ -169,11 +174,15 @@ def test_unmeasured_constraint_metric_is_infeasible_not_assumed_fine():
 
 
 def test_disabled_constraints_are_left_out_and_limits_validated():
-    v = constraint_violations(BASE, ConstraintLimits(max_no_eos_rate=None, max_frame_count_error=0.1))
-    assert list(v) == ["tempo_drift", "duration_error", "frame_count_error"]
+    v = constraint_violations(BASE, ConstraintLimits({"max_no_eos_rate": None, "max_frame_count_error": 0.1}))
+    assert list(v) == ["duration_error", "tempo_drift", "frame_count_error"]
     assert v["frame_count_error"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="max_tempo_drift"):
-        ConstraintLimits(max_tempo_drift=-0.1)
+        ConstraintLimits({"max_tempo_drift": -0.1})
+    with pytest.raises(ValueError, match="did you mean `max_tempo_drift`"):
+        ConstraintLimits({"max_tempo_drif": 0.1})
+    with pytest.raises(ValueError, match="max_spk_sim"):
+        ConstraintLimits({"max_spk_sim": 0.5})  # higher is better: an upper limit means nothing
 
 
 def test_objective_vector_values_directions_and_worst_for_missing():

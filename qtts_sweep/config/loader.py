@@ -153,7 +153,16 @@ def _known_fields(key: str) -> list[str]:
 
 
 def _is_schema_field(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in _known_fields(key)
+    """A field of a schema section, or an entry of a mapping field (its keys are checked by the schema's rules)."""
+    if key.rsplit(".", 1)[-1] in _known_fields(key):
+        return True
+    parts = key.split(".")
+    section: Any = GROUP_SCHEMAS.get(parts[0])
+    for part in parts[1:-1]:
+        if section is None or not dataclasses.is_dataclass(section):
+            return False
+        section = typing.get_type_hints(section).get(part)
+    return typing.get_origin(section) is dict
 
 
 def _unknown_key_problem(key: str, value: Any, known: list[str] | None) -> Problem:

@@ -16,6 +16,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from qtts_sweep.metrics.catalog import REGISTRY
+from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -453,56 +456,26 @@ class MetricsConfig(_Validated):
 class ObjectiveConfig(_Validated):
     """The composite objective (`qtts_sweep.metrics.objective.composite_score`): term weights and constraints.
 
-    `weights` and `constraints` override the defaults of `ObjectiveWeights` / `ConstraintLimits`; conf/eval
-    spells every one out.
+    `weights` ({metric key: weight}) and `constraints` ({`max_<metric key>`: limit or null}) default to what the
+    metric registry declares (`qtts_sweep.metrics.catalog.REGISTRY`, documented in docs/metrics.md); a config
+    sets only what it changes, e.g. `eval.objective.weights.mcd_db=0`. Keys are checked against the registry.
     """
 
-    weights: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=REGISTRY.default_weights)
     spk_sim_cap_to_gt: bool = True
     missing: str = choice("renormalize", ("renormalize", "worst"), "a weighted metric that was not measured")
-    constraints: dict[str, float] = field(default_factory=dict)
+    constraints: dict[str, float | None] = field(default_factory=REGISTRY.default_limits)
 
     def problems(self, prefix: str | None = "eval.objective") -> list[Problem]:
-        import difflib
-        import math
+        found = [("weights", p) for p in REGISTRY.weight_problems(self.weights)]
+        found += [("constraints", p) for p in REGISTRY.limit_problems(self.constraints)]
+        return [Problem(f"{prefix}.{section}.{p.key}", p.value, p.rule, p.fix) for section, p in found]
 
-        from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
+    def objective_weights(self) -> ObjectiveWeights:
+        return ObjectiveWeights(self.weights, spk_sim_cap_to_gt=self.spk_sim_cap_to_gt, missing=self.missing)
 
-        out: list[Problem] = []
-        for section, known in (("weights", ObjectiveWeights().weights()), ("constraints", ConstraintLimits().limits())):
-            for name, value in getattr(self, section).items():
-                if name not in known:
-                    near = difflib.get_close_matches(name, list(known), n=1)
-                    out.append(
-                        Problem(
-                            f"{prefix}.{section}.{name}",
-                            value,
-                            "is not a known term",
-                            f"did you mean `{near[0]}`?" if near else f"use one of {sorted(known)}",
-                        )
-                    )
-                elif value is not None and (
-                    not isinstance(value, int | float) or not math.isfinite(value) or value < 0
-                ):
-                    out.append(
-                        Problem(
-                            f"{prefix}.{section}.{name}",
-                            value,
-                            "must be a finite number >= 0",
-                            "0 drops a weight; a limit of null disables a constraint",
-                        )
-                    )
-        return out
-
-    def objective_weights(self):
-        from qtts_sweep.metrics.objective import ObjectiveWeights
-
-        return ObjectiveWeights(**self.weights, spk_sim_cap_to_gt=self.spk_sim_cap_to_gt, missing=self.missing)
-
-    def constraint_limits(self):
-        from qtts_sweep.metrics.objective import ConstraintLimits
-
-        return ConstraintLimits(**self.constraints)
+    def constraint_limits(self) -> ConstraintLimits:
+        return ConstraintLimits(self.constraints)
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config, EvalConfig
 from qtts_sweep.evaluate.synth import Line, Synthesized, Synthesizer
+from qtts_sweep.metrics.catalog import REGISTRY
 
 RESULT_FILE = "result.json"
-EVAL_SCHEMA_VERSION = 1  # bump when metric definitions change: old cached results are then recomputed
 
 
 @dataclass
@@ -46,12 +46,14 @@ def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
 
 
 def eval_key(training_key: str, epoch: int | None, scale: float, ev: EvalConfig, lines: list[Line]) -> str:
+    """Cache key of one evaluation. `metrics` is the metric registry's digest: registering, removing or
+    redefining a metric (its `version`, worst value, goodness or default weight) makes cached results stale."""
     conf = dataclasses.asdict(ev)
     for k in ("epoch", "lora_scale", "max_lines"):  # given explicitly / by the lines themselves
         conf.pop(k, None)
     blob = json.dumps(
         {
-            "v": EVAL_SCHEMA_VERSION,
+            "metrics": REGISTRY.digest(),
             "train": training_key,
             "epoch": epoch,
             "scale": round(scale, 6),
@@ -130,6 +132,7 @@ class MetricSuite:
         if gt_path is not None:
             reference, gt_sim = self.ground_truth(gt_path, target)
             out.update(audio_metrics(wav, reference, 24000))
+            out.update(REGISTRY.compute(wav, reference, 24000))  # registered metrics with their own function
         if self.speaker is not None:
             out["spk_sim"] = float(self.speaker.similarity(self.speaker.embed(wav, 24000), target["resemblyzer"]))
             if gt_sim is not None:

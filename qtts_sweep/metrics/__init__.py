@@ -6,6 +6,10 @@ Modules, one job each:
   drift, F0, voicing, mel-cepstral distortion, clipping, silence). numpy + pyworld + pysptk + librosa, CPU, offline.
 - `speaker`: speaker similarity (cosine of Resemblyzer embeddings; the weights ship inside the PyPI wheel).
 - `mos`: a MOS predictor (DNSMOS P.835 via `speechmos`; the ONNX files ship inside the PyPI wheel).
+- `registry`: the `Metric` declaration (key, direction, worst value, goodness mapping, default weight, report
+  column, optional compute hook) and the `Registry` every consumer reads metrics through.
+- `catalog`: the built-in registry (`REGISTRY`): the code-level metrics declared there, the others in the modules
+  above that compute them. docs/metrics.md documents every one.
 - `objective`: pure functions on plain numbers: composite score, constraints, multi-objective vector, aggregation
   over lines. No model, no audio.
 
@@ -16,33 +20,7 @@ its modules, imports neither torch, librosa nor onnxruntime: models load lazily 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
-
-Better = Literal["lower", "higher", "one", "zero"]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What one metric means and how to read it.
-
-    Attributes:
-        name: the key in the metrics dict.
-        better: "lower" or "higher" for scored metrics; "one" for diagnostic ratios (best at 1, read on a log
-            scale; their scored counterpart is an `*_error`), "zero" for signed diagnostics (best at 0).
-        worst: the value reported when the metric is undefined for the input (silence, empty, NaN, no speech):
-            never NaN or Inf, and no better than any value a real failure gets.
-        unit: unit of the value ("" for unitless).
-        description: one-line definition.
-    """
-
-    name: str
-    better: Better
-    worst: float
-    unit: str
-    description: str
 
 
 def as_mono_float(wav: np.ndarray, name: str = "wav") -> np.ndarray:

@@ -1,7 +1,7 @@
 """Signal metrics of a generated waveform against the line's ground-truth recording (CPU, offline, no model).
 
 What it is: `audio_metrics(gen, ref, sr)` measures the failure modes of fine-tuned Qwen3-TTS that a signal shows
-without a speech model (shared/DOMAIN.md, "Evaluating a (checkpoint, scale) pair objectively"): speech that gets
+without a speech model (docs/metrics.md explains each and how it is weighed): speech that gets
 faster (the double-shift bug), too long or too short, flattened or shifted intonation, spectral distortion
 (over-steering, noise), clipping, and silence or noise left before/after the speech (no EOS). `ref` may be
 analysed once with `analyze_reference` when many generations of a line are scored (every trial of a sweep).
@@ -31,40 +31,26 @@ How one waveform is analysed (10 ms frames, one grid for every step):
    by the tempo, F0-along-path, voicing and MCD metrics. A span longer than `DTW_MAX_LENGTH_RATIO` (4x) the other is
    cut to that, and both are decimated to at most `MAX_DTW_FRAMES` frames, so memory stays bounded.
 
-Metrics (`METRICS` has the same, with each worst value). "gen" is the generated waveform, "ref" the ground-truth
-recording of the same line; "better: 1" marks a diagnostic ratio whose scored counterpart is the `*_error` below it.
+Metrics: `METRICS` below declares each one (key, direction, worst value, goodness mapping, default weight);
+docs/metrics.md gives the full definitions. "gen" is the generated waveform, "ref" the ground-truth recording of the
+same line; ratios are clamped to [0.1, 10], errors and silences capped at their worst values. Two need more words:
 
-| key | unit | better | worst | definition |
-|---|---|---|---|---|
-| duration_ratio | - | 1 | 0.1 | speech-span duration of gen / of ref (VAD, step 3), clamped to [0.1, 10] |
-| duration_error | - | lower | 2.303 | abs(ln(duration_ratio)) |
-| tempo_ratio | - | 1 | 0.1 | speaking rate of gen / ref = 1 / least-squares slope of the DTW path, clamped |
-| tempo_error | - | lower | 2.303 | abs(ln(tempo_ratio)) |
-| tempo_slope | - | 0 | 2.303 | signed change of ln(local rate of gen / ref) from start to end of the line (a) |
-| tempo_drift | - | lower | 2.303 | abs(tempo_slope): 0 = constant relative rate, even if that rate is wrong |
-| f0_median_ratio | - | 1 | 0.1 | median F0 of gen's voiced frames / ref's, clamped |
-| f0_range_ratio | - | 1 | 0.1 | F0 range (5th-95th percentile, semitones) of gen / ref's, clamped |
-| f0_error | semitones | lower | 24 | abs(median shift) + abs(range difference), both in semitones, capped |
-| f0_rmse_cents | cents | lower | 2400 | RMS of 1200*log2(F0 gen / F0 ref) over path pairs voiced in both, capped |
-| voicing_error | - | lower | 1 | share of path pairs whose voiced/unvoiced decisions disagree |
-| mcd_db | dB | lower | 30 | mean over path pairs of (10/ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2), d = 1..24 (b) |
-| clipping_fraction | - | lower | 1 | share of gen samples with abs(x) >= 0.999 |
-| nonfinite_fraction | - | lower | 1 | share of gen samples that are NaN or Inf |
-| leading_silence_s | s | lower | 30 | non-speech before gen's speech span, capped at 30 s |
-| trailing_silence_s | s | lower | 30 | non-speech (silence or noise) after gen's speech span, capped at 30 s |
-| nonspeech_tail_ratio | - | lower | 1 | trailing non-speech / gen's (analysed) duration |
-
-(a) The path is cut into `TEMPO_SEGMENTS` (4) parts of equal ref time; each part's local rate is the inverse of
-its least-squares slope (gen frames per ref frame); tempo_slope is the slope of a line fitted to ln(local rate)
-against the part's position (0 at the start, 1 at the end). > 0: gen accelerates relative to ref. On the test
-clips a uniformly 1.3x faster line has tempo_drift <= 0.1, rates 1.0 -> 1.25 -> 1.5 over thirds give 0.35-0.67.
-(b) Kubichek (1993) MCD with DTW on WORLD mel-cepstra (the common TTS recipe), not an MFCC approximation.
+- tempo_slope / tempo_drift: the path is cut into `TEMPO_SEGMENTS` (4) parts of equal ref time; each part's local
+  rate is the inverse of its least-squares slope (gen frames per ref frame); tempo_slope is the slope of a line
+  fitted to ln(local rate) against the part's position (0 at the start, 1 at the end); > 0: gen accelerates relative
+  to ref. On the test clips a uniformly 1.3x faster line has tempo_drift <= 0.1, rates 1.0 -> 1.25 -> 1.5 over
+  thirds give 0.35-0.67.
+- mcd_db: mean over path pairs of (10/ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2), d = 1..24: Kubichek (1993) MCD with
+  DTW on WORLD mel-cepstra (the common TTS recipe), not an MFCC approximation.
 
 Degenerate input (empty, silence, white noise, NaN, a single sample, gen or ref without speech, too few voiced
 frames for F0, too short for DTW) gets the metric's worst value; no value is ever NaN or Inf. Ref-relative metrics
 are worst when ref has no speech (prepared ground truth always has speech: `prepare` rejects silent clips).
 Cost: about 0.025 s of CPU per second of audio analysed (2 cores, one used), mostly DIO, CheapTrick and the DTW cost
 matrix; a `Reference` reused across trials halves it.
+
+Length: one analysis pipeline whose steps share the frame grid and constants, plus the declarations of the metrics it
+computes (kept beside it so each metric is declared once): splitting it would scatter one definition over files.
 """
 
 from __future__ import annotations
@@ -74,9 +60,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qtts_sweep.metrics import MetricSpec, as_mono_float
+from qtts_sweep.metrics import as_mono_float
+from qtts_sweep.metrics.registry import ExpError, Metric
 
-FRAME_PERIOD_S = 0.010  # 10 ms analysis hop for F0, VAD and mel-cepstra (one frame grid; the brief asks >= 10 ms)
+# 10 ms analysis hop for F0, VAD and mel-cepstra (one frame grid): the usual speech-analysis hop; a finer one costs
+# more CPU (DIO, CheapTrick, and DTW quadratically) without changing line-level statistics.
+FRAME_PERIOD_S = 0.010
 VAD_WINDOW_S = 0.025  # 25 ms energy window, the usual speech-analysis frame length
 F0_FLOOR_HZ = 60.0  # low end of adult speech F0 (deep male voices reach ~65 Hz)
 F0_CEIL_HZ = 500.0  # high end of speech F0 incl. excited child/female speech; keeps DIO from octave errors above
@@ -111,26 +100,72 @@ MAX_DTW_FRAMES = 2000  # decimate longer spans so the cost matrix stays <= 2000 
 
 _LOG_RATIO_WORST = math.log(RATIO_LIMIT)
 
-METRICS: dict[str, MetricSpec] = {
-    s.name: s
-    for s in (
-        MetricSpec("duration_ratio", "one", 1 / RATIO_LIMIT, "", "speech-span duration gen / ref (VAD)"),
-        MetricSpec("duration_error", "lower", _LOG_RATIO_WORST, "", "abs(ln(duration_ratio))"),
-        MetricSpec("tempo_ratio", "one", 1 / RATIO_LIMIT, "", "speaking rate gen / ref from the DTW path slope"),
-        MetricSpec("tempo_error", "lower", _LOG_RATIO_WORST, "", "abs(ln(tempo_ratio))"),
-        MetricSpec("tempo_slope", "zero", _LOG_RATIO_WORST, "", "change of ln(local rate gen/ref), start to end"),
-        MetricSpec("tempo_drift", "lower", _LOG_RATIO_WORST, "", "abs(tempo_slope): 0 = constant relative rate"),
-        MetricSpec("f0_median_ratio", "one", 1 / RATIO_LIMIT, "", "median voiced F0 gen / ref"),
-        MetricSpec("f0_range_ratio", "one", 1 / RATIO_LIMIT, "", "F0 5-95th percentile range (semitones) gen / ref"),
-        MetricSpec("f0_error", "lower", F0_ERROR_CAP_ST, "semitones", "abs(median shift) + abs(range difference)"),
-        MetricSpec("f0_rmse_cents", "lower", F0_RMSE_CAP_CENTS, "cents", "F0 RMSE along DTW, frames voiced in both"),
-        MetricSpec("voicing_error", "lower", 1.0, "", "share of DTW pairs with disagreeing voicing"),
-        MetricSpec("mcd_db", "lower", MCD_CAP_DB, "dB", "mel-cepstral distortion (c1..c24) along DTW"),
-        MetricSpec("clipping_fraction", "lower", 1.0, "", "share of gen samples with abs(x) >= 0.999"),
-        MetricSpec("nonfinite_fraction", "lower", 1.0, "", "share of gen samples that are NaN or Inf"),
-        MetricSpec("leading_silence_s", "lower", SILENCE_CAP_S, "s", "non-speech before gen's first speech"),
-        MetricSpec("trailing_silence_s", "lower", SILENCE_CAP_S, "s", "non-speech after gen's last speech"),
-        MetricSpec("nonspeech_tail_ratio", "lower", 1.0, "", "trailing non-speech / gen duration"),
+# Goodness scales (exp(-e / scale), registry.ExpError): each is roughly the error a clean line stays well below and
+# a clear failure exceeds; tests/test_metrics_audio.py prints both on real speech. Weights: docs/metrics.md says why.
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric("duration_ratio", "one", 1 / RATIO_LIMIT, "", "speech-span duration gen / ref (VAD)"),
+        Metric(
+            "duration_error",
+            "lower",
+            _LOG_RATIO_WORST,
+            "",
+            "abs(ln(duration_ratio))",
+            goodness=ExpError(0.2),  # same unit as frame_count_error, measured on speech only
+            weight=1.0,
+            limit=0.25,  # averaged over lines: about 28% too long/short
+            table=True,
+        ),
+        Metric("tempo_ratio", "one", 1 / RATIO_LIMIT, "", "speaking rate gen / ref from the DTW path slope"),
+        Metric("tempo_error", "lower", _LOG_RATIO_WORST, "", "abs(ln(tempo_ratio))"),
+        Metric("tempo_slope", "zero", _LOG_RATIO_WORST, "", "change of ln(local rate gen/ref), start to end"),
+        Metric(
+            "tempo_drift",
+            "lower",
+            _LOG_RATIO_WORST,
+            "",
+            "abs(tempo_slope): 0 = constant relative rate",
+            goodness=ExpError(0.2),  # clean/vocoded <= 0.11, uniform 1.3x stretch <= 0.1, accelerating lines >= 0.35
+            weight=1.0,
+            limit=0.3,  # between clean (<= 0.11) and accelerating (>= 0.35) test clips; recalibrate on real output
+            table=True,
+        ),
+        Metric("f0_median_ratio", "one", 1 / RATIO_LIMIT, "", "median voiced F0 gen / ref"),
+        Metric("f0_range_ratio", "one", 1 / RATIO_LIMIT, "", "F0 5-95th percentile range (semitones) gen / ref"),
+        Metric(
+            "f0_error",
+            "lower",
+            F0_ERROR_CAP_ST,
+            "semitones",
+            "abs(median shift) + abs(range difference)",
+            goodness=ExpError(3.0),  # clean <= 1.4 (after a vocoder round trip), +4 st shift >= 3.9, flat F0 >= 3.4
+            weight=0.5,
+        ),
+        Metric("f0_rmse_cents", "lower", F0_RMSE_CAP_CENTS, "cents", "F0 RMSE along DTW, frames voiced in both"),
+        Metric(
+            "voicing_error",
+            "lower",
+            1.0,
+            "",
+            "share of DTW pairs with disagreeing voicing",
+            goodness=ExpError(0.2),  # clean/vocoded <= 0.11, babble tail >= 0.2
+            weight=0.5,
+        ),
+        Metric(
+            "mcd_db",
+            "lower",
+            MCD_CAP_DB,
+            "dB",
+            "mel-cepstral distortion (c1..c24) along DTW",
+            goodness=ExpError(6.0),  # good TTS vs ground truth is typically 4-6 dB, broken output > 10 dB
+            weight=0.5,
+        ),
+        Metric("clipping_fraction", "lower", 1.0, "", "share of gen samples with abs(x) >= 0.999"),
+        Metric("nonfinite_fraction", "lower", 1.0, "", "share of gen samples that are NaN or Inf"),
+        Metric("leading_silence_s", "lower", SILENCE_CAP_S, "s", "non-speech before gen's first speech"),
+        Metric("trailing_silence_s", "lower", SILENCE_CAP_S, "s", "non-speech after gen's last speech"),
+        Metric("nonspeech_tail_ratio", "lower", 1.0, "", "trailing non-speech / gen duration"),
     )
 }
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from qtts_sweep.metrics import MetricSpec, as_mono_float
+from qtts_sweep.metrics import as_mono_float
+from qtts_sweep.metrics.registry import Linear, Metric
 
 MODEL_SR = 16000  # DNSMOS models take 16 kHz audio (speechmos.dnsmos.SR)
 WINDOW_S = 9.01  # DNSMOS input length in seconds (speechmos.dnsmos.INPUT_LENGTH)
@@ -31,13 +32,22 @@ SILENCE_PEAK = 1e-4  # peak below -80 dBFS: nothing to rate
 MOS_MIN, MOS_MAX = 1.0, 5.0  # the MOS scale; the polynomial mapping can step slightly outside it
 P808_FRAME_TRIM = 160  # the reference drops the last 160 samples before the P.808 mel front end
 
-METRICS: dict[str, MetricSpec] = {
-    s.name: s
-    for s in (
-        MetricSpec("dnsmos_ovrl", "higher", MOS_MIN, "MOS", "DNSMOS P.835 overall quality"),
-        MetricSpec("dnsmos_sig", "higher", MOS_MIN, "MOS", "DNSMOS P.835 speech signal quality"),
-        MetricSpec("dnsmos_bak", "higher", MOS_MIN, "MOS", "DNSMOS P.835 background (noise) quality"),
-        MetricSpec("dnsmos_p808", "higher", MOS_MIN, "MOS", "DNSMOS P.808 overall MOS"),
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric(
+            "dnsmos_ovrl",
+            "higher",
+            MOS_MIN,
+            "MOS",
+            "DNSMOS P.835 overall quality",
+            goodness=Linear(MOS_MIN, MOS_MAX),
+            weight=0.5,
+            table=True,
+        ),
+        Metric("dnsmos_sig", "higher", MOS_MIN, "MOS", "DNSMOS P.835 speech signal quality"),
+        Metric("dnsmos_bak", "higher", MOS_MIN, "MOS", "DNSMOS P.835 background (noise) quality"),
+        Metric("dnsmos_p808", "higher", MOS_MIN, "MOS", "DNSMOS P.808 overall MOS"),
     )
 }
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from qtts_sweep.metrics import MetricSpec, as_mono_float
+from qtts_sweep.metrics import as_mono_float
+from qtts_sweep.metrics.registry import CappedSimilarity, Metric
 
 ENCODER_SR = 16000  # Resemblyzer's hparams.sampling_rate: its mel front end expects 16 kHz
 EMBEDDING_DIM = 256  # Resemblyzer's hparams.model_embedding_size
@@ -24,9 +25,16 @@ MIN_SPEECH_S = 0.1  # less speech than this after Resemblyzer's VAD trimming: no
 SILENCE_PEAK = 1e-4  # peak below -80 dBFS: nothing audible; Resemblyzer's volume normalisation would divide by 0
 MAX_EMBED_S = 120.0  # embed at most 2 min (a run-away generation): 1.6 s partials at 1.3 per second otherwise pile up
 
-METRICS: dict[str, MetricSpec] = {
-    "spk_sim": MetricSpec(
-        "spk_sim", "higher", 0.0, "", "cosine of Resemblyzer embeddings of gen and the target speaker's reference"
+METRICS: dict[str, Metric] = {
+    "spk_sim": Metric(
+        "spk_sim",
+        "higher",
+        0.0,
+        "",
+        "cosine of Resemblyzer embeddings of gen and the target speaker's reference",
+        goodness=CappedSimilarity(),  # capped at gt_spk_sim: nothing out-scores a real recording of the speaker
+        weight=1.0,
+        table=True,
     ),
 }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.production.bundle import BUNDLE_FILE, Bundle, BundleError, sha256
 from qtts_sweep.util.urls import redact
 
@@ -130,9 +131,7 @@ def format_promotion(r: PromotionResult) -> str:
     lines = [f"promoted trial {r.trial} to {r.bundle}"]
     if r.model_version:
         lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
-    from qtts_sweep.sweep.report import TABLE_METRICS
-
-    shown = [k for k in ("objective", *TABLE_METRICS) if k in r.test_metrics]
+    shown = [k for k in ("objective", *REGISTRY.table_keys()) if k in r.test_metrics]
     lines.append("  test split (never used for selection): " + ", ".join(f"{k} {r.test_metrics[k]:.4g}" for k in shown))
     lines.append(f'  synthesize: qtts-sweep synth --production {r.bundle / BUNDLE_FILE} --text "Hello."')
     return "\n".join(lines)

@@ -13,20 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.storage import load_existing_study
-
-TABLE_METRICS = (
-    "talker_acc",
-    "code_acc",
-    "no_eos_rate",
-    "frame_count_error",
-    "duration_error",
-    "tempo_drift",
-    "spk_sim",
-    "dnsmos_ovrl",
-)
 
 
 def _row(t, retried: set[int]) -> dict[str, Any]:
@@ -62,7 +52,8 @@ def format_table(study, k: int = 10) -> str:
     rows = trial_rows(study)
     top = top_trials(study, k)
     names = sorted({p for r in rows for p in r["params"]})
-    head = ["#", "objective"] + [n.split(".")[-1] for n in names] + [m for m in TABLE_METRICS] + ["reused"]
+    columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
+    head = ["#", "objective"] + [n.split(".")[-1] for n in names] + columns + ["reused"]
     lines = [
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
@@ -74,7 +65,7 @@ def format_table(study, k: int = 10) -> str:
     for r in top:
         cells = [str(r["number"]), f"{r['value']:.4f}"]
         cells += [_fmt(r["params"].get(n)) for n in names]
-        cells += [_fmt(r["summary"].get(m)) for m in TABLE_METRICS]
+        cells += [_fmt(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"]))]
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
