@@ -106,7 +106,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep.plan_sweep(args.name, args.overrides, args.config_dir))
         return 0
     if args.join:
-        outcome = sweep.join_study(args.name, args.overrides, args.config_dir, args.device, args.threads)
+        outcome = sweep.join_study(args.name, args.overrides, args.config_dir, args.device, args.threads, args.index)
         print(
             f"driver {os.getpid()}: ran trials {outcome.trials_run}"
             + (f"; {outcome.stopped_reason}" if outcome.stopped_reason else "")
@@ -148,6 +148,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bench.bench_synth()
     elif args.what == "sweep":
         bench.bench_sweep(n_trials=args.trials, overrides=args.overrides)
+    elif args.what == "workers":
+        bench.bench_workers(args.overrides)
     elif args.what == "train":
         bench.bench_train(shape=args.shape, device=args.device, batch_sizes=tuple(args.batch_sizes), steps=args.steps)
     return 0
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join", action="store_true", help="run one driver on a study prepared by a launcher")
     p.add_argument("--device", help="--join: the device of this driver (e.g. cuda:1)")
     p.add_argument("--threads", type=int, help="--join: CPU threads of this driver's model worker")
+    p.add_argument("--index", type=int, default=0, help="--join: this driver's number (offsets the sampler seed)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_sweep)
 
@@ -251,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
         "what",
-        choices=["prep", "train", "synth", "sweep"],
+        choices=["prep", "train", "synth", "sweep", "workers"],
         help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift; "
-        "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial",
+        "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial; workers: 2 drivers vs 1",
     )
     p.add_argument("--shape", default="mid", choices=["tiny", "mid", "1.7b"], help="train: random model shape")
     p.add_argument("--device", default="cpu", help="train: cpu or cuda[:N]")

@@ -82,14 +82,17 @@ def join_study(
     config_dir: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    index: int = 0,
 ) -> SweepOutcome:
     """One driver on a prepared study until the shared budget is spent. SIGTERM (scheduler stop, preemption, time
-    limit) fails and re-queues the running trial, then returns normally."""
+    limit) fails and re-queues the running trial, then returns normally. `index` (0..N-1) offsets the sampler's
+    seed: drivers with one seed would draw the same random points."""
     from qtts_sweep.config.loader import load_config
 
     extra = [f"model.device={device}"] if device else []
     spec, _ = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
     spec = dataclasses.replace(spec, storage=os.environ.get(STORAGE_ENV) or spec.storage)
+    spec = dataclasses.replace(spec, sampler_seed=spec.sampler_seed + index)
     driver = SweepDriver(spec, lambda ov: load_config(ov, config_dir), [*overrides, *extra], threads=threads)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -121,7 +124,13 @@ def device_plan(workers: int, devices: str | None) -> list[tuple[str | None, int
 
 
 def run_local_workers(
-    name: str, overrides: list[str], workers: int, devices: str | None = None, config_dir: str | None = None
+    name: str,
+    overrides: list[str],
+    workers: int,
+    devices: str | None = None,
+    config_dir: str | None = None,
+    threads: int | None = None,
+    log_dir: Path | None = None,
 ) -> Prepared:
     """`--workers N` on one machine: prepare once, then N driver processes (`sweep --join`), each pinned to one
     device, and wait for all of them. Ctrl-C reaches every driver (one process group): each fails and re-queues
@@ -142,9 +151,21 @@ def run_local_workers(
         base += ["--config-dir", str(config_dir)]
     procs = []
     try:
-        for device, threads in device_plan(workers, devices):
-            cmd = [*base, *(["--device", device] if device else []), *(["--threads", str(threads)] if threads else [])]
-            procs.append(subprocess.Popen([*cmd, *overrides, *extra], env=env))
+        for i, (device, share) in enumerate(device_plan(workers, devices)):
+            n = threads or share
+            cmd = [
+                *base,
+                "--index",
+                str(i),
+                *(["--device", device] if device else []),
+                *(["--threads", str(n)] if n else []),
+            ]
+            out = open(Path(log_dir) / f"driver-{i}.log", "w") if log_dir else None  # noqa: SIM115 - closed by exit
+            procs.append(
+                subprocess.Popen(
+                    [*cmd, *overrides, *extra], env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+                )
+            )
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         codes = [_wait_or_kill(p) for p in procs]

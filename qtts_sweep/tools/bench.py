@@ -366,3 +366,52 @@ def bench_synth(n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3) ->
     ratio = b / q
     print(f"ratio: {ratio:.3f}")
     return float(np.float64(ratio))
+
+
+BENCH_WORKERS_SWEEP = """# bench workers: 2 lr x 4 epochs x 2 scales, every point once (grid), no pruning
+study_name: bench-workers
+base: [experiment=tiny_demo]
+n_trials: 16
+sampler: grid
+pruner: none
+space:
+  train.lr: {type: categorical, choices: [1.0e-3, 3.0e-3]}
+  eval.epoch: {type: int, low: 1, high: 4}
+  eval.lora_scale: {type: categorical, choices: [0.4, 1.0]}
+"""
+
+
+def bench_workers(overrides: list[str] | None = None) -> float:
+    """The same 16-trial tiny sweep with 1 and with 2 drivers (one CPU thread each), side by side.
+
+    Prints, for each, epochs trained vs the lower bound (distinct training keys x highest epoch asked of each) and
+    (key, epoch) pairs trained twice, then the wall ratio 2 workers / 1 worker as `ratio: <x>`.
+    """
+    from qtts_sweep.model.tiny import build_tiny_model
+    from qtts_sweep.sweep.launch import run_local_workers
+    from qtts_sweep.sweep.report import format_training_summary, training_summary
+    from qtts_sweep.sweep.storage import load_existing_study
+
+    walls = {}
+    with tempfile.TemporaryDirectory(prefix="qtts-bench-workers-") as tmp:
+        sweep = Path(tmp) / "bench_workers.yaml"
+        sweep.write_text(BENCH_WORKERS_SWEEP)
+        models = Path(tmp) / "models"
+        build_tiny_model(models / "tiny-seed0", seed=0)
+        for n in (1, 2):
+            runs = Path(tmp) / f"w{n}"
+            runs.mkdir()
+            ov = [*BENCH_SWEEP_OVERRIDES, "tracking=none", f"paths.models_dir={models}", f"paths.runs_dir={runs}"]
+            t0 = time.perf_counter()
+            prepared = run_local_workers(str(sweep), [*ov, *(overrides or [])], n, threads=1, log_dir=runs)
+            walls[n] = time.perf_counter() - t0
+            study = load_existing_study("bench-workers", prepared.storage_url)
+            s = training_summary(study)
+            done = sum(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in study.get_trials())
+            print(f"{n} worker(s): {done} trials in {walls[n]:.1f} s; {format_training_summary(s)}", flush=True)
+            print(f"  epochs trained / lower bound = {s['epochs_trained'] / max(s['lower_bound'], 1):.2f} "
+                  "(target <= 1.1)")  # fmt: skip
+    print("target: ratio <= 0.65")
+    ratio = walls[2] / walls[1]
+    print(f"ratio: {ratio:.3f}")
+    return ratio
