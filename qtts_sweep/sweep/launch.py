@@ -173,9 +173,14 @@ def run_local_workers(
     finally:
         if server:
             server.stop()
-    if any(codes):
-        raise RuntimeError(f"driver processes exited with codes {codes}")
+    for i, code in enumerate(codes):
+        if code:  # its RUNNING trial was failed and re-queued by the drivers that went on (recovery.py)
+            print(f"driver {i} exited with {_exit_text(code)}; the other drivers recovered its trial", file=sys.stderr)
     return prepared
+
+
+def _exit_text(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
 
 
 def _wait_or_kill(proc: subprocess.Popen, timeout: float = 60.0) -> int:
