@@ -19,6 +19,7 @@ from qtts_sweep.production.bundle import Bundle, BundleError
 from qtts_sweep.production.export import export_merged
 from qtts_sweep.production.promote import promote
 from qtts_sweep.production.serve import bundle_synthesizer
+from qtts_sweep.sweep.selection import SelectionError
 from tests.conftest import tiny_sweep
 
 pytestmark = pytest.mark.slow
@@ -129,7 +130,7 @@ def test_refuses_failed_or_pruned_trials(swept):
     study = optuna.load_study(study_name="tiny", storage=_storage(tmp))
     t = study.ask()
     study.tell(t, state=optuna.trial.TrialState.FAIL)
-    with pytest.raises(BundleError, match="only COMPLETE trials"):
+    with pytest.raises(SelectionError, match="only COMPLETE trials"):
         promote(cfg, "tiny", _storage(tmp), trial_number=t.number)
 
 
