@@ -20,9 +20,9 @@ from qtts_sweep.sweep.recovery import budget_used, stale_numbers
 from qtts_sweep.sweep.report import training_summary
 from qtts_sweep.sweep.spec import load_spec
 from qtts_sweep.sweep.storage import journal_storage, load_existing_study
+from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import CheckpointStore
-from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import CHEAP
 
 pytestmark = pytest.mark.slow
