@@ -1,11 +1,14 @@
-"""Content-addressed checkpoint store: the training key, and atomic per-epoch checkpoint folders.
+"""Content-addressed checkpoint store: the training key, and every write and read of an epoch folder.
 
-`runs/store/<key>/epoch-<e>/` holds the adapter (safetensors), the speaker embedding, optimizer/scheduler/RNG
-state, the resolved config and the epoch's metrics. The key hashes everything that changes what epoch e
-contains — the resolved model/data/lora/train config minus `KEY_EXCLUDED`, the prepared-data hash, the reference
-audio, the model's identity, library versions and the source of the loss and training loop — so any trial that
-asks for (key, e) can reuse it. Writes go to a temp folder renamed into place: a partial checkpoint is never
-visible under its final name.
+`runs/store/<key>/epoch-<e>/` holds a `Checkpoint`: the adapter and the speaker embedding (safetensors), the
+optimizer/scheduler/RNG state (safetensors for tensors + JSON for the rest: nothing is pickled, so loading runs
+no code), the resolved config and the epoch's metrics, plus `manifest.json` with every file's sha256. The key
+hashes everything that changes what epoch e contains — the resolved model/data/lora/train config minus
+`KEY_EXCLUDED`, the prepared-data hash, the reference audio, the model's identity, library versions and the
+source of the loss and training loop — so any trial that asks for (key, e) can reuse it. Writes go to a temp
+folder renamed into place; loads check the manifest and move a damaged folder aside (docs/formats.md).
+
+Not here: when to train, resume or reuse (`train.loop`); what the tensors mean (`qtts_sweep.model.lora`).
 """
 
 from __future__ import annotations
