@@ -16,7 +16,9 @@ import soundfile as sf
 import soxr
 
 from qtts_sweep.config.loader import load_config
+from qtts_sweep.config.schema import ValidationError
 from qtts_sweep.data.prepare import DataError, prepare_dataset
+from qtts_sweep.data.rows import PreparedRow, read_split, write_split
 from tests.conftest import DEMO_DIR
 
 
@@ -135,15 +137,15 @@ def test_lenient_mode_skips_bad_rows_and_converts_the_rest(bad_dataset):
     ds = prepare_dataset(_cfg(bad_dataset, "data.strict=false", "data.max_duration_s=15"), progress=False)
     s = ds.summary
     assert s["kept"] == 12 + 4 + 1, sorted(
-        r["id"] for v in ds.splits.values() for r in v
+        r.id for v in ds.splits.values() for r in v
     )  # good + odd formats + the first of the two rows sharing an id
     assert len(s["skipped"]) == len(EXPECTED_BAD_LINES)
     assert s["downmixed"] == 1 and s["resampled"] == s["kept"]
     for rows in ds.splits.values():
         for row in rows:
-            info = sf.info(row["audio"])
+            info = sf.info(row.audio)
             assert info.samplerate == 24000 and info.channels == 1
-            codes = np.array(row["audio_codes"])
+            codes = np.array(row.audio_codes)
             assert codes.shape == (int(np.ceil(info.frames / 1920)), 16)
     assert sf.info(bad_dataset.parent / "wavs" / "stereo44k.wav").samplerate == 44100  # originals untouched
     assert min(len(ds.splits["val"]), len(ds.splits["test"])) >= 3
@@ -158,6 +160,9 @@ def test_cache_reencodes_only_new_content(tmp_path, tiny_model_dir):
     assert first.summary["encoded"] == 10
     again = prepare_dataset(_cfg(manifest, own_runs, models), progress=False)
     assert again.summary["encoded"] == 0 and again.hash == first.hash
+    # the split files hold exactly the typed rows, and read back equal
+    assert {s: read_split(first.dir / f"{s}.jsonl") for s in first.splits} == first.splits
+    assert sum(map(len, first.splits.values())) == 10 and isinstance(first.splits["train"][0], PreparedRow)
 
     # Rewrite one clip in place with new content but the same modification time: must be re-encoded.
     target = tmp_path / "wavs" / "g3.flac"
@@ -214,3 +219,17 @@ def test_ljspeech_layout(tmp_path):
         prepare_dataset(load_config(over), progress=False)
     ds = prepare_dataset(load_config([*over, "data.strict=false"]), progress=False)
     assert ds.summary["kept"] == 10
+
+
+def test_a_malformed_split_file_names_every_bad_line(tmp_path):
+    row = PreparedRow("a", "Hi.", "auto", "a.wav", "ab12", 1.5, "ref.wav", "m.jsonl:1", [[1] * 16])
+    path = tmp_path / "train.jsonl"
+    write_split(path, [row, row])
+    assert read_split(path) == [row, row]
+    lines = path.read_text().splitlines()
+    extra = json.dumps({**json.loads(lines[0]), "speaker": "x"})
+    path.write_text("\n".join([lines[0], "{not json", extra]) + "\n")
+    with pytest.raises(ValidationError) as err:
+        read_split(path)
+    text = str(err.value)
+    assert f"{path}:2" in text and f"{path}:3" in text and "speaker" in text and f"{path}:1" not in text

@@ -12,7 +12,15 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.model import modeling
 from qtts_sweep.tracking.reporter import ListReporter
 from qtts_sweep.train.loop import ensure_epoch, resolve_run, validation_loss
-from qtts_sweep.train.store import KEY_EXCLUDED, CheckpointStore, config_leaves, key_material, training_key
+from qtts_sweep.train.store import (
+    KEY_EXCLUDED,
+    Checkpoint,
+    CheckpointStore,
+    TrainerState,
+    config_leaves,
+    key_material,
+    training_key,
+)
 
 FAST = [
     "model=tiny",
@@ -44,11 +52,13 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
-    sa = torch.load(r2.checkpoint / "trainer_state.pt", weights_only=False)
-    sb = torch.load(r.checkpoint / "trainer_state.pt", weights_only=False)
-    assert sa["scheduler"] == sb["scheduler"]
-    for k, v in sa["optimizer"]["state"].items():
-        assert torch.equal(v["exp_avg"], sb["optimizer"]["state"][k]["exp_avg"])
+    sa = CheckpointStore(tmp_path / "a" / "store").load_epoch(r2.key, 2).trainer_state
+    sb = CheckpointStore(tmp_path / "b" / "store").load_epoch(r.key, 2).trainer_state
+    assert sa.scheduler == sb.scheduler and sa.optimizer["param_groups"] == sb.optimizer["param_groups"]
+    assert sa.optimizer["state"].keys() == sb.optimizer["state"].keys() and sa.optimizer["state"]
+    for k, v in sa.optimizer["state"].items():
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(v[name], sb.optimizer["state"][k][name]), (k, name)
     # and asking again trains nothing, reporting stored metrics for every epoch in order
     rep = ListReporter()
     again = ensure_epoch(resumed, 2, reporter=rep, progress=False)
@@ -151,19 +161,20 @@ def test_training_key_changes_with_every_included_leaf_and_no_excluded_one():
     assert "train.epochs" in KEY_EXCLUDED and "train.max_epochs" in leaves
 
 
+def _checkpoint(metrics=None) -> Checkpoint:
+    return Checkpoint({"a.lora_A.weight": torch.ones(2, 3)}, torch.zeros(4), metrics or {"val_loss": 1.0}, "x: 1\n")
+
+
 def test_partial_checkpoints_are_never_listed(tmp_path):
     store = CheckpointStore(tmp_path)
-    store.save_epoch("k", 1, {"x.txt": lambda p: p.write_text("1")})
+    store.save_epoch("k", 1, _checkpoint())
     (tmp_path / "k" / ".epoch-2.tmp-abc").mkdir()  # a crash mid-write
-    (tmp_path / "k" / "epoch-3").mkdir()  # no COMPLETE marker
+    (tmp_path / "k" / "epoch-3").mkdir()  # no manifest
     assert store.epochs("k") == [1]
     assert store.latest_at_most("k", 5) == 1
 
-    def boom(path):
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        store.save_epoch("k", 4, {"x.txt": lambda p: p.write_text("4"), "y.txt": boom})
+    with pytest.raises(TypeError, match="cannot save"):  # fails after some files are written
+        store.save_epoch("k", 4, dataclasses.replace(_checkpoint(), trainer_state=TrainerState({}, {}, object(), 4)))
     assert store.epochs("k") == [1] and not (tmp_path / "k" / "epoch-4").exists()
 
 

@@ -22,6 +22,7 @@ from qtts_sweep.config.schema import Config, DataConfig, Problem, ValidationErro
 from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_file, to_24k_mono, write_wav_24k
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
+from qtts_sweep.data.rows import PreparedRow, write_split
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
 from qtts_sweep.util.fsio import write_text_atomic
 
@@ -37,7 +38,7 @@ class PreparedDataset:
 
     dir: Path
     hash: str
-    splits: dict[str, list[dict]]
+    splits: dict[str, list[PreparedRow]]
     ref_audio: Path
     summary: dict = field(default_factory=dict)
 
@@ -150,8 +151,8 @@ def _reference(rows: list[Row], cfg: DataConfig) -> tuple[Path | None, str]:
     return None, "the manifest"
 
 
-def _dataset_hash(splits: dict[str, list[dict]], ref_sha: str, tok_id: str) -> str:
-    canon = {s: [[r["id"], r["text"], r["language"], r["audio_sha256"]] for r in rows] for s, rows in splits.items()}
+def _dataset_hash(splits: dict[str, list[PreparedRow]], ref_sha: str, tok_id: str) -> str:
+    canon = {s: [[r.id, r.text, r.language, r.audio_sha256] for r in rows] for s, rows in splits.items()}
     blob = json.dumps({"splits": canon, "ref": ref_sha, "tokenizer": tok_id, "sr": TARGET_SR}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -220,21 +221,21 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
         from tqdm import tqdm
     encoded = encode_missing(items, cache, source, cfg.model.device, data.codec_batch_size, tqdm)
 
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    splits: dict[str, list[PreparedRow]] = {s: [] for s in SPLITS}
     for row in good:
         info = infos[row.where]
         splits[split_of[row.id]].append(
-            {
-                "id": row.id,
-                "text": row.text,
-                "language": row.language,
-                "audio": str(audio_dir / f"{info.sha256}.wav"),
-                "audio_sha256": info.sha256,
-                "duration_s": round(info.duration_s, 4),
-                "ref_audio": str(ref_dest),
-                "source": row.where,
-                "audio_codes": cache.get(info.sha256).tolist(),
-            }
+            PreparedRow(
+                id=row.id,
+                text=row.text,
+                language=row.language,
+                audio=str(audio_dir / f"{info.sha256}.wav"),
+                audio_sha256=info.sha256,
+                duration_s=round(info.duration_s, 4),
+                ref_audio=str(ref_dest),
+                source=row.where,
+                audio_codes=cache.get(info.sha256).tolist(),
+            )
         )
     ds_hash = _dataset_hash(splits, ref_info.sha256, tok_id)
     summary = {
@@ -254,7 +255,7 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, split_rows in splits.items():
-        write_text_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in split_rows))
+        write_split(out_dir / f"{split}.jsonl", split_rows)
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out_dir / "dataset_hash", ds_hash + "\n")
     return PreparedDataset(dir=out_dir, hash=ds_hash, splits=splits, ref_audio=ref_dest, summary=summary)

@@ -39,10 +39,10 @@ class EvalResult:
 
 def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
     """The first `max_lines` lines of a prepared split, in id order (a stable, documented choice)."""
-    rows = sorted(dataset.splits[split], key=lambda r: r["id"])[:max_lines]
+    rows = sorted(dataset.splits[split], key=lambda r: r.id)[:max_lines]
     if not rows:
         raise ValueError(f"split `{split}` of {dataset.dir} is empty: nothing to evaluate")
-    return [Line(r["id"], r["text"], r["audio"], r["audio_codes"]) for r in rows]
+    return [Line(r.id, r.text, r.audio, r.audio_codes) for r in rows]
 
 
 def eval_key(training_key: str, epoch: int | None, scale: float, ev: EvalConfig, lines: list[Line]) -> str:
@@ -193,24 +193,49 @@ def _code_metrics(s: Synthesized) -> dict[str, float]:
 
 
 def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
+    """Wavs + result.json, listed with their sha256 in the entry's manifest (checked by `load_cached`)."""
     import soundfile as sf
 
     from qtts_sweep.util.fsio import atomic_folder
+    from qtts_sweep.util.integrity import apply_modes, write_manifest
 
     with atomic_folder(final) as tmp:
         (tmp / "wavs").mkdir()
         for row, s in zip(rows, synthesized, strict=True):
             sf.write(tmp / row["wav"], s.wav, 24000, subtype="FLOAT")
         (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp)
+        apply_modes(tmp)
 
 
 def load_cached(runs_dir: str, key: str) -> EvalResult | None:
+    """The cached result of `key`, or None when there is none. An entry whose files fail their manifest check,
+    or whose result.json lacks what a result holds, is moved aside (reported on stderr) and None is returned, so
+    the caller recomputes it."""
+    import sys
+
+    from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
+
     d = Path(runs_dir) / "evals" / key
-    f = d / RESULT_FILE
-    if not f.is_file():
+    if not d.is_dir():
         return None
-    p = json.loads(f.read_text())
-    return EvalResult(key, d, p["per_line"], p["summary"], p["objective"], cached=True, backends=p["backends"])
+    try:
+        verify_folder(d)
+        try:
+            p = json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8"))
+            result = EvalResult(
+                key, d, p["per_line"], p["summary"], p["objective"], cached=True, backends=p["backends"]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptEntry(d / RESULT_FILE, f"is not an evaluation result ({exc!r})") from exc
+        missing = [row["wav"] for row in result.per_line if not (d / row["wav"]).is_file()]
+        if missing:
+            raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
+    except CorruptEntry as exc:
+        moved = quarantine(exc, d)
+        print(f"warning: cached evaluation {moved}; it is recomputed. Fix: none needed", file=sys.stderr)
+        return None
+    return result
 
 
 def evaluate(

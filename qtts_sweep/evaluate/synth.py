@@ -5,7 +5,7 @@ tensors + speaker embedding) or scale (`set_scale` on every LoRA layer) never re
 model exactly. Decoding is part of the evaluation config: production sampling with a fixed seed per batch of
 lines (batches are formed from the line order, so the composition is fixed), or greedy.
 
-Not here: metrics and caching of results (evaluate.py).
+Not here: metrics and caching of results (scoring.py), reading checkpoint files (train/store.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config, DecodingConfig
+from qtts_sweep.train.store import read_adapter, read_speaker_embedding
 
 WARMUP_FRAMES = 8  # decode a short dummy sequence once: the first decode after load can be corrupted (#219)
 
@@ -100,17 +101,20 @@ class Synthesizer:
                     p.zero_()
 
     def use(self, checkpoint: Path | None, scale: float, spk_embedding: Any | None = None) -> None:
-        """Switch to an epoch folder's adapter (None: no adapter, the base model) at `scale`."""
+        """Switch to an epoch folder's (or a bundle's) adapter (None: the base model) at `scale`.
+
+        The files are read through the checkpoint store, which checks an epoch folder against its manifest and
+        raises `CorruptEntry` naming the file (the folder then moved aside) instead of loading damaged tensors.
+        """
         from qtts_sweep.model.lora import load_adapter_state, set_lora_scale
-        from qtts_sweep.train.loop import load_adapter_file, load_speaker_embedding
 
         if checkpoint is None:
             self._zero_adapter()
             if spk_embedding is None and self.spk_embedding is None:
                 raise ValueError("the base model needs a speaker embedding: pass spk_embedding")
         elif checkpoint != self.checkpoint:
-            load_adapter_state(self.model, load_adapter_file(checkpoint))
-            spk_embedding = spk_embedding if spk_embedding is not None else load_speaker_embedding(checkpoint)
+            load_adapter_state(self.model, read_adapter(checkpoint))
+            spk_embedding = spk_embedding if spk_embedding is not None else read_speaker_embedding(checkpoint)
         if spk_embedding is not None:
             self.spk_embedding = spk_embedding.to(self.loaded.device, self.model.dtype)
         set_lora_scale(self.model, scale)

@@ -215,7 +215,7 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
         from qtts_sweep.data.prepare import prepare_dataset
 
         ds = prepare_dataset(cfg, progress=False)
-        audio = {r["id"]: r["audio"] for rows in ds.splits.values() for r in rows}
+        audio = {r.id: r.audio for rows in ds.splits.values() for r in rows}
         seen = []
         for row in result["per_line"]:
             if row["id"] not in seen:

@@ -11,8 +11,8 @@ Not here: the loss (loss.py), the model layout (modeling.py), adapters (lora.py)
 
 from __future__ import annotations
 
-import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +20,17 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config
 from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
+from qtts_sweep.data.rows import PreparedRow
 from qtts_sweep.tracking.reporter import MetricReporter, NullReporter
-from qtts_sweep.train.store import CheckpointStore, key_material, model_identity, training_key
+from qtts_sweep.train.store import (
+    Checkpoint,
+    CheckpointStore,
+    CorruptEntry,
+    TrainerState,
+    key_material,
+    model_identity,
+    training_key,
+)
 
 EPOCH_SEED_STRIDE = 100_003  # seed of epoch e = train.seed * stride + e: independent, reproducible streams
 
@@ -70,10 +79,21 @@ def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: s
 
 
 def epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
-    return json.loads((run.store.epoch_dir(run.key, epoch) / "metrics.json").read_text())
+    return run.store.load_metrics(run.key, epoch)
 
 
-def _examples(loaded: Any, rows: list[dict], spk: Any) -> list[Any]:
+def report_corrupt(exc: CorruptEntry) -> None:
+    """One line per corrupt epoch: which file, where its folder went, and what (if anything) to do."""
+    where = f" and its folder moved aside to {exc.moved_to}" if exc.moved_to else ""
+    print(
+        f"warning: corrupt checkpoint {exc.path}: {exc.reason}. It is treated as missing{where}, and recomputed. "
+        "Fix: nothing needed for this run; delete the moved-aside folder once inspected, and if others can write "
+        "into the store, restrict it (chmod -R o-w <store>)",
+        file=sys.stderr,
+    )
+
+
+def _examples(loaded: Any, rows: list[PreparedRow], spk: Any) -> list[Any]:
     import torch
 
     from qtts_sweep.model.loss import Example
@@ -81,8 +101,8 @@ def _examples(loaded: Any, rows: list[dict], spk: Any) -> list[Any]:
 
     out = []
     for row in rows:
-        role, text_ids = tokenize_line(loaded.tts, row["text"])
-        out.append(Example(role, text_ids, torch.tensor(row["audio_codes"], dtype=torch.long), spk))
+        role, text_ids = tokenize_line(loaded.tts, row.text)
+        out.append(Example(role, text_ids, torch.tensor(row.audio_codes, dtype=torch.long), spk))
     return out
 
 
@@ -135,38 +155,33 @@ def _save_epoch(
 ) -> Path:
     import torch
     from omegaconf import OmegaConf
-    from safetensors.torch import save_file
 
     from qtts_sweep.model.lora import adapter_state_dict
 
-    state = {
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng": torch.get_rng_state(),
-        "epoch": epoch,
-    }
-    files = {
-        "adapter.safetensors": lambda p: save_file(adapter_state_dict(model), str(p)),
-        "speaker_embedding.safetensors": lambda p: save_file(
-            {"spk_embedding": spk.detach().cpu().contiguous()}, str(p)
-        ),
-        "trainer_state.pt": lambda p: torch.save(state, p),
-        "config.yaml": lambda p: p.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg))),
-        "metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"),
-    }
-    return run.store.save_epoch(run.key, epoch, files)
+    checkpoint = Checkpoint(
+        adapter=adapter_state_dict(model),
+        speaker_embedding=spk,
+        metrics=metrics,
+        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        trainer_state=TrainerState(opt.state_dict(), sched.state_dict(), torch.get_rng_state(), epoch),
+    )
+    return run.store.save_epoch(run.key, epoch, checkpoint)
 
 
-def load_speaker_embedding(epoch_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(epoch_dir / "speaker_embedding.safetensors"))["spk_embedding"]
-
-
-def load_adapter_file(epoch_dir: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(epoch_dir / "adapter.safetensors"))
+def _usable_start(run: TrainingRun, epoch: int) -> tuple[int, Checkpoint | None]:
+    """The latest stored epoch <= `epoch` whose files pass their checks, and (when training must go on from it)
+    its checkpoint with trainer state. A corrupt one is moved aside by the store and the next earlier is tried."""
+    while True:
+        start = run.store.latest_at_most(run.key, epoch) or 0
+        try:
+            if start == 0:
+                return 0, None
+            if start == epoch:
+                run.store.verify(run.key, epoch)
+                return start, None
+            return start, run.store.load_epoch(run.key, start)
+        except CorruptEntry as exc:
+            report_corrupt(exc)
 
 
 def ensure_epoch(
@@ -193,10 +208,14 @@ def ensure_epoch(
     run = run or resolve_run(cfg)
     run.store.write_material(run.key, run.material)
     result = TrainResult(key=run.key, checkpoint=run.store.epoch_dir(run.key, epoch))
-    start = run.store.latest_at_most(run.key, epoch) or 0
+    start, resume = _usable_start(run, epoch)
     for e in range(1, start + 1):
         if e in run.store.epochs(run.key):
-            m = epoch_metrics(run, e)
+            try:
+                m = epoch_metrics(run, e)
+            except CorruptEntry as exc:  # an earlier epoch: nothing depends on it now, its metrics are lost
+                report_corrupt(exc)
+                continue
             result.metrics[e] = m
             result.reused.append(e)
             reporter.log_metrics(m, step=e)
@@ -204,13 +223,14 @@ def ensure_epoch(
                 on_epoch(e, m, True)
     if start == epoch:
         return result
-    _train_epochs(cfg, run, start, epoch, result, reporter, on_epoch, progress, loaded)
+    _train_epochs(cfg, run, resume, start, epoch, result, reporter, on_epoch, progress, loaded)
     return result
 
 
 def _train_epochs(
     cfg: Config,
     run: TrainingRun,
+    resume: Checkpoint | None,
     start: int,
     stop: int,
     result: TrainResult,
@@ -230,9 +250,8 @@ def _train_epochs(
     loaded = loaded or modeling.load_model(cfg.model)
     model = loaded.model
     model.eval()
-    if start:
-        prev = run.store.epoch_dir(run.key, start)
-        spk = load_speaker_embedding(prev).to(loaded.device)
+    if resume is not None:
+        spk = resume.speaker_embedding.to(loaded.device)
     else:
         # Computed once, deliberately, from the reference clip (upstream took it from the first shuffled batch).
         spk = modeling.speaker_embedding(loaded, modeling.load_audio_24k(run.dataset.ref_audio))
@@ -251,11 +270,10 @@ def _train_epochs(
     sched = get_scheduler(
         cfg.train.scheduler, opt, num_warmup_steps=int(cfg.train.warmup_ratio * total), num_training_steps=total
     )
-    if start:
-        state = torch.load(prev / "trainer_state.pt", weights_only=False)
-        load_adapter_state(model, load_adapter_file(prev))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    if resume is not None:
+        load_adapter_state(model, resume.adapter)
+        opt.load_state_dict(resume.trainer_state.optimizer)
+        sched.load_state_dict(resume.trainer_state.scheduler)
     for e in range(start + 1, stop + 1):
         seed = cfg.train.seed * EPOCH_SEED_STRIDE + e
         torch.manual_seed(seed)  # dropout stream of this epoch

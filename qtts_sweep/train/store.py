@@ -1,11 +1,14 @@
-"""Content-addressed checkpoint store: the training key, and atomic per-epoch checkpoint folders.
+"""Content-addressed checkpoint store: the training key, and every write and read of an epoch folder.
 
-`runs/store/<key>/epoch-<e>/` holds the adapter (safetensors), the speaker embedding, optimizer/scheduler/RNG
-state, the resolved config and the epoch's metrics. The key hashes everything that changes what epoch e
-contains — the resolved model/data/lora/train config minus `KEY_EXCLUDED`, the prepared-data hash, the reference
-audio, the model's identity, library versions and the source of the loss and training loop — so any trial that
-asks for (key, e) can reuse it. Writes go to a temp folder renamed into place: a partial checkpoint is never
-visible under its final name.
+`runs/store/<key>/epoch-<e>/` holds a `Checkpoint`: the adapter and the speaker embedding (safetensors), the
+optimizer/scheduler/RNG state (safetensors for tensors + JSON for the rest: nothing is pickled, so loading runs
+no code), the resolved config and the epoch's metrics, plus `manifest.json` with every file's sha256. The key
+hashes everything that changes what epoch e contains — the resolved model/data/lora/train config minus
+`KEY_EXCLUDED`, the prepared-data hash, the reference audio, the model's identity, library versions and the
+source of the loss and training loop — so any trial that asks for (key, e) can reuse it. Writes go to a temp
+folder renamed into place; loads check the manifest and move a damaged folder aside (docs/formats.md).
+
+Not here: when to train, resume or reuse (`train.loop`); what the tensors mean (`qtts_sweep.model.lora`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.util.integrity import (
+    MANIFEST,
+    CorruptEntry,
+    apply_modes,
+    move_aside,
+    quarantine,
+    read_manifest,
+    verified_bytes,
+    verify_folder,
+    warn_if_others_can_write,
+    write_manifest,
+)
 
 KEY_GROUPS = ("model", "data", "lora", "train")
 # Leaves that do not change what a checkpoint contains, or are replaced by a content hash. Each has a reason:
@@ -58,28 +74,66 @@ def config_leaves(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in leaves.items() if k not in KEY_EXCLUDED}
 
 
-def _file_digest(path: Path, full_limit: int = 64 * 2**20) -> str:
-    """Full sha256 for small files; for big weight files, size + first/last MiB (hashing GBs per call is slow)."""
-    size = path.stat().st_size
+FULL_HASH_CACHE_LIMIT = 64 * 2**20  # files above this are hashed once and their digest cached (see below)
+
+
+def digest_cache_path() -> Path:
+    """Where whole-file digests of big weight files are cached: `$XDG_CACHE_HOME/qtts-sweep/file-digests.json`
+    (default `~/.cache/...`). Per user, not under runs/: the digest of a model folder is the same for every
+    project, and a store shared with others must not be able to plant a digest for your files."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qtts-sweep" / "file-digests.json"
+
+
+def _hash_file(path: Path, size: int) -> str:
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
-        if size <= full_limit:
-            h.update(f.read())
-        else:
-            h.update(f.read(2**20))
-            f.seek(-(2**20), os.SEEK_END)
-            h.update(f.read())
+        for block in iter(lambda: f.read(2**24), b""):
+            h.update(block)
     return h.hexdigest()
 
 
-def model_identity(source: str) -> str:
-    """Content identity of a local model folder (configs + weight files), or the hub id as given."""
+def _file_digest(path: Path, cache: dict[str, str], cache_limit: int) -> str:
+    """sha256 of size + the whole content. Hashing a multi-GB file takes seconds to minutes, so digests of files
+    over `cache_limit` are cached by (absolute path, size, mtime_ns): any rewrite of the file changes its mtime."""
+    st = path.stat()
+    if st.st_size <= cache_limit:
+        return _hash_file(path, st.st_size)
+    prefix = f"{path.resolve()}\0"
+    entry = f"{prefix}{st.st_size}\0{st.st_mtime_ns}"
+    if entry not in cache:
+        for stale in [k for k in cache if k.startswith(prefix)]:  # an older version of the same file
+            del cache[stale]
+        cache[entry] = _hash_file(path, st.st_size)
+    return cache[entry]
+
+
+def _read_digest_cache(path: Path) -> dict[str, str]:
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # absent or damaged: a cache, recomputed
+    return {k: v for k, v in cache.items() if isinstance(v, str)} if isinstance(cache, dict) else {}
+
+
+def model_identity(source: str, cache_limit: int = FULL_HASH_CACHE_LIMIT, cache_file: Path | None = None) -> str:
+    """Content identity of a local model folder (relative names + whole-file digests), or the hub id as given."""
     folder = Path(source)
     if not folder.is_dir():
         return f"hub:{source}"
+    from qtts_sweep.util.fsio import write_text_atomic
+
+    cache_file = cache_file or digest_cache_path()
+    cache = _read_digest_cache(cache_file)
+    known = dict(cache)
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + _file_digest(path).encode())
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + _file_digest(path, cache, cache_limit).encode())
+    if cache != known:
+        try:
+            write_text_atomic(cache_file, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass  # a read-only home only costs the next call another full hash
     return h.hexdigest()[:16]
 
 
@@ -112,8 +166,131 @@ def training_key(material: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+# ---- epoch folders: the only code that writes or reads files inside runs/store/<key>/epoch-<e>/ ----
+
+ADAPTER = "adapter.safetensors"
+SPEAKER = "speaker_embedding.safetensors"
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+
+
+@dataclass
+class TrainerState:
+    """What resuming needs beyond the adapter: optimizer and scheduler `state_dict()`s, the torch RNG state."""
+
+    optimizer: dict
+    scheduler: dict
+    rng: Any  # uint8 tensor from torch.get_rng_state()
+    epoch: int
+
+
+@dataclass
+class Checkpoint:
+    """One epoch of one training key, as saved and loaded by `CheckpointStore` (tensors on CPU after load)."""
+
+    adapter: dict[str, Any]  # LoRA tensor name -> tensor
+    speaker_embedding: Any  # 1-D tensor
+    metrics: dict[str, float]
+    config_yaml: str
+    trainer_state: TrainerState | None = None  # None when loaded without it
+
+
+def _encode(obj: Any, tensors: dict[str, Any], where: str) -> Any:
+    """A state_dict as JSON with tensors replaced by {"$tensor": name}: no pickle, so loading runs no code.
+
+    Tuples and dicts with non-string keys (the optimizer's `state` is keyed by parameter index) are tagged so
+    they come back as they were: `Optimizer.load_state_dict` matches state by int index.
+    """
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().to("cpu").contiguous()
+        return {"$tensor": name}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if isinstance(obj, tuple):
+        return {"$tuple": [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        items = [[_encode(k, tensors, where), _encode(v, tensors, f"{where}.{k}")] for k, v in obj.items()]
+        return {"$items": items}
+    raise TypeError(f"trainer state field {where} has type {type(obj).__name__}, which the store cannot save")
+
+
+def _decode(obj: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if set(obj) == {"$tensor"}:
+        return tensors[obj["$tensor"]]
+    if set(obj) == {"$tuple"}:
+        return tuple(_decode(v, tensors) for v in obj["$tuple"])
+    if set(obj) == {"$items"}:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["$items"]}
+    raise ValueError(f"unexpected object with keys {sorted(obj)}")
+
+
+def _safetensors_bytes(data: bytes, path: Path) -> dict[str, Any]:
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own error type for every malformed header/body
+        raise CorruptEntry(path, f"is not a valid safetensors file ({exc})") from exc
+
+
+def _json_bytes(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptEntry(path, f"is not valid JSON ({exc})") from exc
+
+
+def _speaker(data: bytes, path: Path) -> Any:
+    tensors = _safetensors_bytes(data, path)
+    if "spk_embedding" not in tensors:
+        raise CorruptEntry(path, f"has no `spk_embedding` tensor (found {sorted(tensors)})")
+    return tensors["spk_embedding"]
+
+
+def read_adapter(folder: Path) -> dict[str, Any]:
+    """Adapter tensors of an epoch folder (checked against its manifest) or of a bundle folder (no manifest)."""
+    return _folder_read(Path(folder), ADAPTER, _safetensors_bytes)
+
+
+def read_speaker_embedding(folder: Path) -> Any:
+    """The speaker embedding of an epoch folder or a bundle folder."""
+    return _folder_read(Path(folder), SPEAKER, _speaker)
+
+
+def _folder_read(folder: Path, name: str, parse: Any) -> Any:
+    """Parse a file of a folder given by path: checked (and the folder moved aside on failure) when it has a
+    manifest, as epoch folders do; read as is otherwise (a bundle, whose loader checks its own recorded sha256s)."""
+    path = folder / name
+    if (folder / MANIFEST).is_file():
+        try:
+            return parse(verified_bytes(folder, name), path)
+        except CorruptEntry as exc:
+            raise quarantine(exc, folder) from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptEntry(path, f"cannot be read ({exc.strerror or exc})") from exc
+    return parse(data, path)
+
+
 class CheckpointStore:
-    """Per-key folders of complete epochs; only fully written epochs are listed."""
+    """Per-key folders of complete epochs; only fully written epochs (with a manifest) are listed.
+
+    Every file of an epoch is listed with its sha256 in the epoch's `manifest.json` (written last, inside the
+    temporary folder); every load checks it. A folder that fails is moved aside to `epoch-<e>.corrupt-<time>` and
+    `CorruptEntry` (naming the file) is raised: the epoch is then missing, and `train.loop` retrains it.
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -130,7 +307,7 @@ class CheckpointStore:
             return []
         found = []
         for p in d.iterdir():
-            if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit() and (p / "COMPLETE").is_file():
+            if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit() and (p / MANIFEST).is_file():
                 found.append(int(p.name[6:]))
         return sorted(found)
 
@@ -142,16 +319,93 @@ class CheckpointStore:
         from qtts_sweep.util.fsio import write_text_atomic
 
         target = self.key_dir(key) / "key.json"
+        warn_if_others_can_write(self.root)
         if not target.is_file():
             write_text_atomic(target, json.dumps(material, indent=2, sort_keys=True, default=str) + "\n")
+            apply_modes(self.key_dir(key))
 
-    def save_epoch(self, key: str, epoch: int, files: dict[str, Any]) -> Path:
-        """Write {name: writer(path)} into a temp folder, mark it COMPLETE, rename it into place."""
+    def save_epoch(self, key: str, epoch: int, checkpoint: Checkpoint) -> Path:
+        """Write every file into a temp folder, list them in its manifest, rename it into place."""
+        from safetensors.torch import save_file
+
         from qtts_sweep.util.fsio import atomic_folder
 
         final = self.epoch_dir(key, epoch)
-        with atomic_folder(final) as tmp:  # a stale copy from an interrupted run is replaced
-            for name, write in files.items():
-                write(tmp / name)
-            (tmp / "COMPLETE").write_text("ok\n")
+        warn_if_others_can_write(self.root)
+        if final.exists():  # a folder without a manifest there (hand-made, older format): kept, not deleted
+            move_aside(final)
+        with atomic_folder(final) as tmp:
+            save_file({k: v.contiguous() for k, v in checkpoint.adapter.items()}, str(tmp / ADAPTER))
+            spk = checkpoint.speaker_embedding.detach().to("cpu").contiguous()
+            save_file({"spk_embedding": spk}, str(tmp / SPEAKER))
+            if checkpoint.trainer_state is not None:
+                self._write_state(tmp, checkpoint.trainer_state)
+            (tmp / CONFIG).write_text(checkpoint.config_yaml, encoding="utf-8")
+            (tmp / METRICS).write_text(json.dumps(checkpoint.metrics, indent=2, sort_keys=True) + "\n")
+            write_manifest(tmp, {"key": key, "epoch": epoch})
+            apply_modes(tmp)
         return final
+
+    @staticmethod
+    def _write_state(folder: Path, state: TrainerState) -> None:
+        from safetensors.torch import save_file
+
+        tensors: dict[str, Any] = {}
+        body = {
+            "optimizer": _encode(state.optimizer, tensors, "optimizer"),
+            "scheduler": _encode(state.scheduler, tensors, "scheduler"),
+            "rng": _encode(state.rng, tensors, "rng"),
+            "epoch": state.epoch,
+        }
+        save_file(tensors, str(folder / STATE_TENSORS))
+        (folder / STATE_JSON).write_text(json.dumps(body, sort_keys=True) + "\n")
+
+    def _checked(self, key: str, epoch: int, read: Any) -> Any:
+        """Run `read(folder, manifest)`; on any integrity or format failure move the folder aside and re-raise."""
+        folder = self.epoch_dir(key, epoch)
+        try:
+            return read(folder, read_manifest(folder))
+        except CorruptEntry as exc:
+            raise quarantine(exc, folder) from exc
+
+    def verify(self, key: str, epoch: int) -> None:
+        """Check every file of an epoch against its manifest (CorruptEntry after moving it aside)."""
+        self._checked(key, epoch, lambda folder, _: verify_folder(folder))
+
+    def load_metrics(self, key: str, epoch: int) -> dict[str, float]:
+        return self._checked(key, epoch, lambda f, m: _json_bytes(verified_bytes(f, METRICS, m), f / METRICS))
+
+    def load_adapter(self, key: str, epoch: int) -> dict[str, Any]:
+        return self._checked(key, epoch, lambda f, m: _safetensors_bytes(verified_bytes(f, ADAPTER, m), f / ADAPTER))
+
+    def load_speaker_embedding(self, key: str, epoch: int) -> Any:
+        return self._checked(key, epoch, lambda f, m: _speaker(verified_bytes(f, SPEAKER, m), f / SPEAKER))
+
+    def load_epoch(self, key: str, epoch: int, trainer_state: bool = True) -> Checkpoint:
+        """Every file of an epoch, verified; `trainer_state=False` skips the optimizer state (synthesis)."""
+
+        def read(folder: Path, manifest: dict) -> Checkpoint:
+            def get(name: str) -> bytes:
+                return verified_bytes(folder, name, manifest)
+
+            return Checkpoint(
+                adapter=_safetensors_bytes(get(ADAPTER), folder / ADAPTER),
+                speaker_embedding=_speaker(get(SPEAKER), folder / SPEAKER),
+                metrics=_json_bytes(get(METRICS), folder / METRICS),
+                config_yaml=get(CONFIG).decode("utf-8", errors="replace"),
+                trainer_state=self._read_state(folder, get) if trainer_state else None,
+            )
+
+        return self._checked(key, epoch, read)
+
+    @staticmethod
+    def _read_state(folder: Path, get: Any) -> TrainerState:
+        tensors = _safetensors_bytes(get(STATE_TENSORS), folder / STATE_TENSORS)
+        body = _json_bytes(get(STATE_JSON), folder / STATE_JSON)
+        try:
+            state = {k: _decode(body[k], tensors) for k in ("optimizer", "scheduler", "rng")}
+            if not {"state", "param_groups"} <= set(state["optimizer"]):
+                raise ValueError("the optimizer state has no `state` / `param_groups`")
+            return TrainerState(state["optimizer"], state["scheduler"], state["rng"], int(body["epoch"]))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise CorruptEntry(folder / STATE_JSON, f"does not hold a trainer state ({exc!r})") from exc

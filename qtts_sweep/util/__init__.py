@@ -1,4 +1,5 @@
-"""Small helpers every layer may use: atomic file and folder writes (`fsio`), URL redaction (`urls`).
+"""Small helpers every layer may use: atomic file and folder writes (`fsio`), integrity manifests and file modes
+(`integrity`), URL redaction (`urls`).
 
 Owns no project knowledge; imports nothing of the package, no torch, no Hydra.
 """
