@@ -12,7 +12,9 @@ Not here: the loss (loss.py), the model layout (modeling.py), adapters (lora.py)
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from qtts_sweep.config.schema import Config
 from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
 from qtts_sweep.data.rows import PreparedRow
 from qtts_sweep.tracking.reporter import MetricReporter, NullReporter
+from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import (
     Checkpoint,
     CheckpointStore,
@@ -150,8 +153,31 @@ def validation_loss(model: Any, examples: list[Any], cfg: Config) -> dict[str, f
     return totals
 
 
+STALL_ENV = "QTTS_TEST_STALL"  # test hook "<dir>:<seconds>": pause mid-epoch and mid-save so a test can kill -9
+
+
+def test_stall(phase: str) -> None:
+    """Fault-injection hook for the scale-out tests (never set in normal use): write a marker, pause, remove it."""
+    value = os.environ.get(STALL_ENV)
+    if not value:
+        return
+    folder, seconds = value.rsplit(":", 1)
+    marker = Path(folder) / f"{phase}-{os.getpid()}"
+    marker.write_text("")
+    time.sleep(float(seconds))
+    marker.unlink(missing_ok=True)
+
+
 def _save_epoch(
-    run: TrainingRun, epoch: int, model: Any, spk: Any, opt: Any, sched: Any, metrics: dict, cfg: Config
+    run: TrainingRun,
+    epoch: int,
+    model: Any,
+    spk: Any,
+    opt: Any,
+    sched: Any,
+    metrics: dict,
+    cfg: Config,
+    lease: TrainingLease | None = None,
 ) -> Path:
     import torch
     from omegaconf import OmegaConf
@@ -165,7 +191,13 @@ def _save_epoch(
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
         trainer_state=TrainerState(opt.state_dict(), sched.state_dict(), torch.get_rng_state(), epoch),
     )
-    return run.store.save_epoch(run.key, epoch, checkpoint)
+
+    def before_commit() -> None:
+        test_stall("save")
+        if lease is not None:
+            lease.check()  # never rename an epoch into place after losing the key to another worker
+
+    return run.store.save_epoch(run.key, epoch, checkpoint, before_commit=before_commit)
 
 
 def _usable_start(run: TrainingRun, epoch: int) -> tuple[int, Checkpoint | None]:
@@ -208,23 +240,54 @@ def ensure_epoch(
     run = run or resolve_run(cfg)
     run.store.write_material(run.key, run.material)
     result = TrainResult(key=run.key, checkpoint=run.store.epoch_dir(run.key, epoch))
-    start, resume = _usable_start(run, epoch)
-    for e in range(1, start + 1):
-        if e in run.store.epochs(run.key):
+    while True:
+        start, resume = _usable_start(run, epoch)
+        _report_reused(run, start, result, reporter, on_epoch)
+        if start == epoch:
+            return result
+        lease = TrainingLease(run.dir)
+        if lease.try_acquire():
             try:
-                m = epoch_metrics(run, e)
-            except CorruptEntry as exc:  # an earlier epoch: nothing depends on it now, its metrics are lost
-                report_corrupt(exc)
-                continue
-            result.metrics[e] = m
-            result.reused.append(e)
-            reporter.log_metrics(m, step=e)
-            if on_epoch:
-                on_epoch(e, m, True)
-    if start == epoch:
-        return result
-    _train_epochs(cfg, run, resume, start, epoch, result, reporter, on_epoch, progress, loaded)
-    return result
+                start, resume = _usable_start(run, epoch)  # another worker may have saved more meanwhile
+                _report_reused(run, start, result, reporter, on_epoch)
+                if start < epoch:
+                    _train_epochs(cfg, run, resume, start, epoch, result, reporter, on_epoch, progress, loaded, lease)
+            finally:
+                lease.release()
+            return result
+        _wait_for_holder(run, epoch, start, lease)
+
+
+def _report_reused(
+    run: TrainingRun, start: int, result: TrainResult, reporter: MetricReporter, on_epoch: Callable | None
+) -> None:
+    """Report stored epochs 1..start not reported yet, in order (the pruner sees every epoch once)."""
+    stored = run.store.epochs(run.key)
+    for e in range(1, start + 1):
+        if e in result.metrics or e not in stored:
+            continue
+        try:
+            m = epoch_metrics(run, e)
+        except CorruptEntry as exc:  # an earlier epoch: nothing depends on it now, its metrics are lost
+            report_corrupt(exc)
+            continue
+        result.metrics[e] = m
+        result.reused.append(e)
+        reporter.log_metrics(m, step=e)
+        if on_epoch:
+            on_epoch(e, m, True)
+
+
+def _wait_for_holder(run: TrainingRun, epoch: int, start: int, lease: TrainingLease) -> None:
+    """Another worker trains this key: wait until it saves a further epoch (reused next) or its lease is released
+    or expires (then this worker resumes from the last complete epoch)."""
+    while True:
+        time.sleep(0.5)
+        if (run.store.latest_at_most(run.key, epoch) or 0) > start:
+            return
+        rec = lease.holder()
+        if rec is None or lease.expired(rec):
+            return
 
 
 def _train_epochs(
@@ -238,6 +301,7 @@ def _train_epochs(
     on_epoch: Callable | None,
     progress: bool,
     loaded: Any | None,
+    lease: TrainingLease | None = None,
 ) -> None:
     import torch
     from transformers import get_scheduler
@@ -297,6 +361,8 @@ def _train_epochs(
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+            if i == 0:
+                test_stall("epoch")
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{out.loss.item():.3f}")
@@ -306,7 +372,7 @@ def _train_epochs(
         metrics.update(validation_loss(model, val_ex, cfg))
         if not math.isfinite(metrics.get("val_loss", 0.0)):
             raise TrainingDiverged(f"non-finite validation loss at epoch {e}")
-        _save_epoch(run, e, model, spk, opt, sched, metrics, cfg)
+        _save_epoch(run, e, model, spk, opt, sched, metrics, cfg, lease)
         result.trained.append(e)
         result.metrics[e] = metrics
         reporter.log_metrics(metrics, step=e)

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -324,8 +325,14 @@ class CheckpointStore:
             write_text_atomic(target, json.dumps(material, indent=2, sort_keys=True, default=str) + "\n")
             apply_modes(self.key_dir(key))
 
-    def save_epoch(self, key: str, epoch: int, checkpoint: Checkpoint) -> Path:
-        """Write every file into a temp folder, list them in its manifest, rename it into place."""
+    def save_epoch(
+        self, key: str, epoch: int, checkpoint: Checkpoint, before_commit: Callable[[], None] | None = None
+    ) -> Path:
+        """Write every file into a temp folder, list them in its manifest, rename it into place.
+
+        `before_commit()` runs after the files are written and before the rename; raising there leaves nothing
+        visible (the training lease checks it still owns the key there).
+        """
         from safetensors.torch import save_file
 
         from qtts_sweep.util.fsio import atomic_folder
@@ -344,6 +351,8 @@ class CheckpointStore:
             (tmp / METRICS).write_text(json.dumps(checkpoint.metrics, indent=2, sort_keys=True) + "\n")
             write_manifest(tmp, {"key": key, "epoch": epoch})
             apply_modes(tmp)
+            if before_commit is not None:
+                before_commit()
         return final
 
     @staticmethod
