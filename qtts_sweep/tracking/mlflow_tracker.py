@@ -80,8 +80,13 @@ class MlflowTracker(NullTracker):
         if name not in self._experiments:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
+                from mlflow.exceptions import MlflowException
+
                 loc = Path(self.cfg.artifact_location, name).resolve().as_uri() if self.cfg.artifact_location else None
-                exp_id = self.client.create_experiment(name, artifact_location=loc)
+                try:
+                    exp_id = self.client.create_experiment(name, artifact_location=loc)
+                except MlflowException:  # another driver created it a moment ago
+                    exp_id = self.client.get_experiment_by_name(name).experiment_id
             else:
                 exp_id = exp.experiment_id
             self._experiments[name] = exp_id
