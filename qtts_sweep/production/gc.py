@@ -53,13 +53,18 @@ def protected(cfg: Config, storages: list[str], keep_top: int) -> tuple[set[Path
     return keep, busy
 
 
+def _epoch_dirs(store: Path) -> list[Path]:
+    """Stored epoch folders (`epoch-<e>`); folders moved aside as corrupt are left for a person to look at."""
+    return sorted(p for p in store.glob("*/epoch-*") if p.name[len("epoch-") :].isdigit())
+
+
 def collect_garbage(cfg: Config, storages: list[str] | str, keep_top: int = 3, dry_run: bool = False) -> GcResult:
     keep, busy = protected(cfg, [storages] if isinstance(storages, str) else storages, keep_top)
     removed, kept, freed = [], [], 0
     store = Path(cfg.paths.store_dir)
     if "*" in busy:
-        return GcResult([], sorted(store.glob("*/epoch-*")), 0)  # a sweep is running: touch nothing
-    for epoch_dir in sorted(store.glob("*/epoch-*")):
+        return GcResult([], _epoch_dirs(store), 0)  # a sweep is running: touch nothing
+    for epoch_dir in _epoch_dirs(store):
         if epoch_dir.resolve() in keep or epoch_dir.parent.name in busy:
             kept.append(epoch_dir)
             continue

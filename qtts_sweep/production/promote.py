@@ -63,6 +63,10 @@ def promote(
         return PromotionResult(
             out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version")
         )
+    from qtts_sweep.train.store import CheckpointStore
+
+    # Checked against its manifest before anything is copied: a damaged adapter must not reach production.
+    CheckpointStore(ckpt.parent.parent).verify(ckpt.parent.name, int(ckpt.name[len("epoch-") :]))
     tcfg = trial_config(cfg, ckpt, trial)
     test = score_on_test(tcfg, ckpt)
     source = ensure_model_folder(tcfg.model)
