@@ -33,95 +33,17 @@ import pytest
 
 from qtts_sweep.metrics.audio import METRICS, analyze_reference, audio_metrics
 from tests.conftest import DEMO_DIR
-from tests.speech_clips import SR, Clip, clean_clips, missing_sources, read_clip, same_voice_extra
-
-TAIL_S = 8.0  # the brief's noise/babble tail length
-PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]  # Kellet/Smith 1/f filter (CCRMA "pink noise")
-PINK_A = [1.0, -2.494956002, 2.017265875, -0.522189400]
-SEED = 20240607  # fixed: noise tails and the clean noise floor are reproducible
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
-def _stretch(x: np.ndarray, rate: float) -> np.ndarray:
-    import librosa
-
-    return librosa.effects.time_stretch(x, rate=rate).astype(np.float32)
-
-
-def _thirds(x: np.ndarray, rates: tuple[float, float, float]) -> np.ndarray:
-    n = len(x) // 3
-    return np.concatenate([_stretch(part, r) for part, r in zip((x[:n], x[n : 2 * n], x[2 * n :]), rates, strict=True)])
-
-
-def _pitch(x: np.ndarray) -> np.ndarray:
-    import librosa
-
-    return librosa.effects.pitch_shift(x, sr=SR, n_steps=4.0).astype(np.float32)
-
-
-def _world(x: np.ndarray, flatten: bool) -> np.ndarray:
-    import pyworld
-
-    x64 = x.astype(np.float64)
-    f0, t = pyworld.harvest(x64, SR, f0_floor=60.0, f0_ceil=500.0, frame_period=5.0)
-    sp = pyworld.cheaptrick(x64, f0, t, SR)
-    ap = pyworld.d4c(x64, f0, t, SR)
-    if flatten:
-        f0 = np.where(f0 > 0, np.median(f0[f0 > 0]), 0.0)
-    return pyworld.synthesize(f0, sp, ap, SR, frame_period=5.0)[: len(x)].astype(np.float32)
-
-
-def _clean(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import soxr
-
-    y = soxr.resample(soxr.resample(x, SR, 16000, quality="HQ"), 16000, SR, quality="HQ")[: len(x)] * 0.9
-    y = np.concatenate([np.zeros(int(0.03 * SR), dtype=np.float32), y])
-    return (y + rng.normal(0.0, _rms(x) * 10 ** (-50 / 20), len(y))).astype(np.float32)
-
-
-def _tail(x: np.ndarray, tail: np.ndarray) -> np.ndarray:
-    return np.clip(np.concatenate([x, tail / _rms(tail) * _rms(x)]), -1.0, 1.0).astype(np.float32)
-
-
-def _pink(rng: np.random.Generator, n: int) -> np.ndarray:
-    from scipy.signal import lfilter
-
-    return lfilter(PINK_B, PINK_A, rng.normal(size=n))
-
-
-def _babble(clip: Clip, clips: list[Clip]) -> np.ndarray:
-    others = [c.wav for c in clips if c.voice != clip.voice][:3]
-    n = int(TAIL_S * SR)
-    return np.sum([np.resize(o[::-1], n) / _rms(o) for o in others], axis=0)
-
-
-def _variants(clip: Clip, clips: list[Clip], index: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([SEED, index])
-    x = clip.wav
-    n_tail = int(TAIL_S * SR)
-    clipped = np.clip(x * 8.0, -1.0, 1.0)
-    nan_burst = x.copy()
-    nan_burst[rng.choice(len(x), len(x) // 100, replace=False)] = np.nan
-    lead = np.concatenate([rng.normal(0.0, 1e-5, 2 * SR).astype(np.float32), x])
-    return {
-        "clean": _clean(x, rng),
-        "vocoded": _world(x, flatten=False),
-        "stretch_1.3x": _stretch(x, 1.3),
-        "accelerate": _thirds(x, (1.0, 1.25, 1.5)),
-        "accelerate_same_mean": _thirds(x, (0.8, 1.0, 1.25)),
-        "white_tail": _tail(x, rng.normal(size=n_tail)),
-        "pink_tail": _tail(x, _pink(rng, n_tail)),
-        "babble_tail": _tail(x, _babble(clip, clips)),
-        "pitch_up_4st": _pitch(x),
-        "flat_f0": _world(x, flatten=True),
-        "lead_silence": lead,
-        "clipped": clipped.astype(np.float32),
-        "nan_burst": nan_burst,
-    }
-
+from tests.speech_clips import (
+    SEED,
+    SR,
+    Clip,
+    clean_clips,
+    missing_sources,
+    read_clip,
+    same_voice_extra,
+    stretch,
+    variants,
+)
 
 CLEAN = ("clean", "vocoded")
 # What each metric is meant to catch (asserted); every other pair is printed only.
@@ -188,7 +110,7 @@ def clips() -> list[Clip]:
 def matrix(clips) -> Matrix:
     m = Matrix(clips)
     for i, clip in enumerate(clips):
-        m.wavs[clip.name] = _variants(clip, clips, i)
+        m.wavs[clip.name] = variants(clip, clips, i)
         m.metrics[clip.name] = {}
         start = time.process_time()
         ref = analyze_reference(clip.wav, SR)  # once per line, as a sweep does
@@ -435,7 +357,7 @@ def test_speaker_and_mos_are_finite_for_degenerate_input(one_speech_clip):
 
 
 def test_a_reused_reference_gives_the_same_numbers(one_speech_clip):
-    gen = _stretch(one_speech_clip, 1.2)
+    gen = stretch(one_speech_clip, 1.2)
     ref = analyze_reference(one_speech_clip, SR)
     assert audio_metrics(gen, ref, SR) == audio_metrics(gen, one_speech_clip, SR)
     assert audio_metrics(gen, ref, SR) == audio_metrics(gen, ref, SR)  # its cached mel-cepstra change nothing

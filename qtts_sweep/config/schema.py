@@ -10,6 +10,7 @@ This module is pure: no torch, no Hydra composition (see `qtts_sweep.config.load
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from omegaconf import MISSING
 
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
+from qtts_sweep.metrics.paired import TIE_BREAK_DEFAULT, TIE_BREAK_RULES
 
 
 @dataclass(frozen=True)
@@ -459,20 +461,34 @@ class ObjectiveConfig(_Validated):
     `weights` ({metric key: weight}) and `constraints` ({`max_<metric key>`: limit or null}) default to what the
     metric registry declares (`qtts_sweep.metrics.catalog.REGISTRY`, documented in docs/metrics.md); a config
     sets only what it changes, e.g. `eval.objective.weights.mcd_db=0`. Keys are checked against the registry.
+    `reference` says what quality terms are scored against (the codec ceiling or the raw ground truth);
+    `tie_break` orders the trials tied within noise with the best (`qtts_sweep.metrics.paired.TIE_BREAK_RULES`).
     """
 
     weights: dict[str, float] = field(default_factory=REGISTRY.default_weights)
     spk_sim_cap_to_gt: bool = True
     missing: str = choice("renormalize", ("renormalize", "worst"), "a weighted metric that was not measured")
     constraints: dict[str, float | None] = field(default_factory=REGISTRY.default_limits)
+    reference: str = choice(
+        "ceiling", ("ceiling", "ground_truth"), "what quality terms are scored against (docs/metrics.md)"
+    )
+    tie_break: list[str] = field(default_factory=lambda: list(TIE_BREAK_DEFAULT))
 
     def problems(self, prefix: str | None = "eval.objective") -> list[Problem]:
         found = [("weights", p) for p in REGISTRY.weight_problems(self.weights)]
         found += [("constraints", p) for p in REGISTRY.limit_problems(self.constraints)]
-        return [Problem(f"{prefix}.{section}.{p.key}", p.value, p.rule, p.fix) for section, p in found]
+        out = [Problem(f"{prefix}.{section}.{p.key}", p.value, p.rule, p.fix) for section, p in found]
+        for i, rule in enumerate(self.tie_break):
+            if rule not in TIE_BREAK_RULES:
+                near = difflib.get_close_matches(str(rule), list(TIE_BREAK_RULES), n=1)
+                hint = f"did you mean `{near[0]}`?" if near else f"use some of {list(TIE_BREAK_RULES)}"
+                out.append(Problem(f"{prefix}.tie_break[{i}]", rule, "is not a tie-break rule", hint))
+        return out
 
     def objective_weights(self) -> ObjectiveWeights:
-        return ObjectiveWeights(self.weights, spk_sim_cap_to_gt=self.spk_sim_cap_to_gt, missing=self.missing)
+        return ObjectiveWeights(
+            self.weights, spk_sim_cap_to_gt=self.spk_sim_cap_to_gt, missing=self.missing, reference=self.reference
+        )
 
     def constraint_limits(self) -> ConstraintLimits:
         return ConstraintLimits(self.constraints)

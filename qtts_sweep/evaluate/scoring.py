@@ -6,6 +6,13 @@ numbers whoever asks. Results are cached under `runs/evals/<key>/` where the key
 scale, the eval config including decoding and the lines): evaluating the same point again costs nothing and
 returns the same numbers.
 
+The codec ceiling: every generation goes through the speech tokenizer's decoder, the ground truth does not. So
+each line's ground-truth codes (already encoded by `prepare`) are decoded and scored against the recording exactly
+like a generation, once per (dataset, codec, metric settings, lines), cached under `runs/evals/ceiling-<key>/`.
+Every result carries it: `ceiling_<metric>` keys in the summary (so MLflow and the report show it beside the
+trial's own) and a `ceiling` block (per-line rows, wav paths) in result.json; with
+`eval.objective.reference: ceiling` the quality terms are scored relative to it (docs/metrics.md).
+
 Not here: generation (synth.py), the metric definitions (qtts_sweep.metrics), Optuna, MLflow.
 """
 
@@ -24,6 +31,7 @@ from qtts_sweep.evaluate.synth import Line, Synthesized, Synthesizer
 from qtts_sweep.metrics.catalog import REGISTRY
 
 RESULT_FILE = "result.json"
+CEILING_PREFIX = "ceiling_"  # summary keys of the codec ceiling's aggregated metrics
 
 
 @dataclass
@@ -35,6 +43,20 @@ class EvalResult:
     objective: float
     cached: bool = False
     backends: dict[str, str] = field(default_factory=dict)
+    ceiling: dict[str, Any] | None = None  # {"key", "dir", "per_line", "summary"} of the codec round trip
+
+
+@dataclass
+class Ceiling:
+    """The ground truth's codec round trip scored against the ground truth, per line and aggregated."""
+
+    key: str
+    dir: Path
+    per_line: list[dict[str, Any]]  # id, text, wav (relative to dir), metrics
+    summary: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "dir": str(self.dir), "per_line": self.per_line, "summary": self.summary}
 
 
 def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
@@ -45,9 +67,17 @@ def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
     return [Line(r.id, r.text, r.audio, r.audio_codes) for r in rows]
 
 
-def eval_key(training_key: str, epoch: int | None, scale: float, ev: EvalConfig, lines: list[Line]) -> str:
+def eval_key(
+    training_key: str,
+    epoch: int | None,
+    scale: float,
+    ev: EvalConfig,
+    lines: list[Line],
+    ceiling: str | None = None,
+) -> str:
     """Cache key of one evaluation. `metrics` is the metric registry's digest: registering, removing or
-    redefining a metric (its `version`, worst value, goodness or default weight) makes cached results stale."""
+    redefining a metric (its `version`, worst value, goodness or default weight) makes cached results stale.
+    `ceiling` is the codec ceiling's key: the objective is scored relative to it."""
     conf = dataclasses.asdict(ev)
     for k in ("epoch", "lora_scale", "max_lines"):  # given explicitly / by the lines themselves
         conf.pop(k, None)
@@ -59,10 +89,64 @@ def eval_key(training_key: str, epoch: int | None, scale: float, ev: EvalConfig,
             "scale": round(scale, 6),
             "eval": conf,
             "lines": [[ln.id, ln.text] for ln in lines],
+            "ceiling": ceiling,
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def ceiling_key(dataset_hash: str, codec: str, ev: EvalConfig, lines: list[Line]) -> str:
+    """Cache key of a codec ceiling: the data, the speech tokenizer, the metric settings and registry, the lines.
+    Decoding, scale and objective weights do not enter: the round trip involves no generation."""
+    blob = json.dumps(
+        {
+            "metrics": REGISTRY.digest(),
+            "dataset": dataset_hash,
+            "codec": codec,
+            "metric_settings": dataclasses.asdict(ev.metrics),
+            "lines": [[ln.id, ln.text] for ln in lines],
+        },
+        sort_keys=True,
+    )
+    return "ceiling-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def codec_ceiling(cfg: Config, synth: Synthesizer, suite: MetricSuite, lines: list[Line], ref_wav: Any, key: str):
+    """Decode each line's ground-truth codes and score the result against the recording (cached by `key`).
+
+    Lines without codes or audio are left out. Only the audio-level metrics apply: frame count and EOS are exact
+    by construction and teacher forcing has no meaning for a recording.
+    """
+    import soundfile as sf
+    import torch
+
+    from qtts_sweep.metrics.objective import aggregate_lines
+    from qtts_sweep.model import modeling
+    from qtts_sweep.util.fsio import atomic_folder
+
+    final = Path(cfg.paths.runs_dir) / "evals" / key
+    if (final / RESULT_FILE).is_file():
+        p = json.loads((final / RESULT_FILE).read_text())
+        return Ceiling(key, final, p["per_line"], p["summary"])
+    target = suite.target(ref_wav)
+    rows, wavs = [], []
+    for line in lines:
+        if line.codes is None or line.audio is None:
+            continue
+        # one line at a time: the decoder's memory grows with length, and the result must not depend on batching
+        decoded, _ = modeling.decode_codes(synth.loaded, [torch.tensor(line.codes, dtype=torch.long)])
+        wavs.append(decoded[0])
+        metrics = suite.audio_line(decoded[0], line.audio, line.text, target)
+        rows.append({"id": line.id, "text": line.text, "wav": f"wavs/{line.id}.wav", "metrics": metrics})
+    summary = aggregate_lines([r["metrics"] for r in rows])
+    with atomic_folder(final) as tmp:
+        (tmp / "wavs").mkdir()
+        for row, wav in zip(rows, wavs, strict=True):
+            sf.write(tmp / row["wav"], wav, 24000, subtype="FLOAT")
+        payload = {"per_line": rows, "summary": summary, "backends": suite.backends}
+        (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return Ceiling(key, final, rows, summary)
 
 
 class MetricSuite:
@@ -224,7 +308,7 @@ def load_cached(runs_dir: str, key: str) -> EvalResult | None:
         try:
             p = json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8"))
             result = EvalResult(
-                key, d, p["per_line"], p["summary"], p["objective"], cached=True, backends=p["backends"]
+                key, d, p["per_line"], p["summary"], p["objective"], True, p["backends"], ceiling=p.get("ceiling")
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptEntry(d / RESULT_FILE, f"is not an evaluation result ({exc!r})") from exc
@@ -249,14 +333,16 @@ def evaluate(
     scale: float,
     checkpoint: Path | None,
     use_cache: bool = True,
+    ceiling: Ceiling | None = None,
 ) -> EvalResult:
     """Synthesize `lines` at (checkpoint, scale) `eval.num_seeds` times, score them, aggregate, cache.
 
-    `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`).
+    `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`). `ceiling`: the lines' codec
+    ceiling, reported beside the trial's metrics and, under `reference: ceiling`, the quality terms' reference.
     """
     from qtts_sweep.metrics.objective import aggregate_lines, composite_score, constraint_violations
 
-    key = eval_key(training_key, epoch, scale, cfg.eval, lines)
+    key = eval_key(training_key, epoch, scale, cfg.eval, lines, ceiling.key if ceiling else None)
     cached = load_cached(cfg.paths.runs_dir, key) if use_cache else None
     if cached is not None:
         return cached
@@ -287,9 +373,13 @@ def evaluate(
             }
         )
     summary = aggregate_lines([r["metrics"] for r in rows])
-    objective = composite_score(summary, cfg.eval.objective.objective_weights(), summary.get("gt_spk_sim"))
+    ceiling_summary = ceiling.summary if ceiling else None
+    weights = cfg.eval.objective.objective_weights()
+    objective = composite_score(summary, weights, summary.get("gt_spk_sim"), ceiling_summary)
     violations = constraint_violations(summary, cfg.eval.objective.constraint_limits())
     summary.update({f"constraint_{k}": v for k, v in violations.items()})
+    if ceiling_summary:
+        summary.update({CEILING_PREFIX + k: v for k, v in ceiling_summary.items() if not k.endswith("_std")})
     payload = {
         "per_line": rows,
         "summary": summary,
@@ -298,10 +388,11 @@ def evaluate(
         "epoch": epoch,
         "scale": scale,
         "training_key": training_key,
+        "ceiling": ceiling.as_dict() if ceiling else None,
     }
     final = Path(cfg.paths.runs_dir) / "evals" / key
     _write_result(final, rows, synthesized, payload)
-    return EvalResult(key, final, rows, summary, objective, cached=False, backends=suite.backends)
+    return EvalResult(key, final, rows, summary, objective, False, suite.backends, payload["ceiling"])
 
 
 BASE_KEY = "base"  # training key of the base model (no adapter) in eval cache keys
@@ -378,6 +469,7 @@ class Scorer:
         if point.checkpoint is None:
             synth.use(None, 0.0, modeling.speaker_embedding(synth.loaded, ref_wav))
         lines = held_out_lines(dataset, split or cfg.eval.split, cfg.eval.max_lines)
+        ceiling = self.ceiling(cfg, dataset, lines, ref_wav)
         return evaluate(
             cfg,
             synth,
@@ -389,7 +481,15 @@ class Scorer:
             point.scale,
             point.checkpoint,
             use_cache=use_cache,
+            ceiling=ceiling,
         )
+
+    def ceiling(self, cfg: Config, dataset: Any, lines: list[Line], ref_wav: Any) -> Ceiling:
+        """The codec ceiling of `lines` (computed once per dataset, codec, metric settings and lines; cached)."""
+        from qtts_sweep.data.codes import tokenizer_identity
+
+        key = ceiling_key(dataset.hash, tokenizer_identity(self.synth.loaded.source), cfg.eval, lines)
+        return codec_ceiling(cfg, self.synth, self.suite, lines, ref_wav, key)
 
 
 def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:

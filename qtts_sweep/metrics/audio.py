@@ -141,6 +141,7 @@ METRICS: dict[str, Metric] = {
             "abs(median shift) + abs(range difference)",
             goodness=ExpError(3.0),  # clean <= 1.4 (after a vocoder round trip), +4 st shift >= 3.9, flat F0 >= 3.4
             weight=0.5,
+            quality=True,
         ),
         Metric("f0_rmse_cents", "lower", F0_RMSE_CAP_CENTS, "cents", "F0 RMSE along DTW, frames voiced in both"),
         Metric(
@@ -151,6 +152,7 @@ METRICS: dict[str, Metric] = {
             "share of DTW pairs with disagreeing voicing",
             goodness=ExpError(0.2),  # clean/vocoded <= 0.11, babble tail >= 0.2
             weight=0.5,
+            quality=True,
         ),
         Metric(
             "mcd_db",
@@ -160,6 +162,7 @@ METRICS: dict[str, Metric] = {
             "mel-cepstral distortion (c1..c24) along DTW",
             goodness=ExpError(6.0),  # good TTS vs ground truth is typically 4-6 dB, broken output > 10 dB
             weight=0.5,
+            quality=True,
         ),
         Metric("clipping_fraction", "lower", 1.0, "", "share of gen samples with abs(x) >= 0.999"),
         Metric("nonfinite_fraction", "lower", 1.0, "", "share of gen samples that are NaN or Inf"),
@@ -323,6 +326,12 @@ class Reference:
         self.analysis = _analyze(_sanitize(wav, "ref")[0], self.sr)
         self._freqt: np.ndarray | None = None
         self._mcep: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def speech_s(self) -> float:
+        """Length of the speech span (first to last speech frame) in seconds; 0 without speech."""
+        span = self.analysis.span
+        return 0.0 if span is None else (span[1] - span[0]) * FRAME_PERIOD_S
 
     @property
     def freqt(self) -> np.ndarray:

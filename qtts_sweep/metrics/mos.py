@@ -43,6 +43,7 @@ METRICS: dict[str, Metric] = {
             "DNSMOS P.835 overall quality",
             goodness=Linear(MOS_MIN, MOS_MAX),
             weight=0.5,
+            quality=True,
             table=True,
         ),
         Metric("dnsmos_sig", "higher", MOS_MIN, "MOS", "DNSMOS P.835 speech signal quality"),

@@ -20,6 +20,10 @@ from qtts_sweep.metrics.audio import RATIO_LIMIT
 from qtts_sweep.metrics.catalog import REGISTRY
 
 MissingPolicy = Literal["renormalize", "worst"]
+Reference = Literal["ceiling", "ground_truth"]
+# A ceiling goodness below this means the codec cannot express the term at all (e.g. a random codec's MCD at its
+# worst): the ratio would be noise over ~0, so the term says nothing about the trial and is left out.
+CEILING_FLOOR = 1e-3
 
 
 class _Directions(Mapping[str, str]):
@@ -55,6 +59,8 @@ class ObjectiveWeights:
             weights are renormalised (right when a backend is absent for every trial, e.g. no MOS model). "worst":
             the term counts with goodness 0 (right when a metric may be absent for some trials only, e.g. because
             their synthesis failed). Either way a metric that is present but NaN/Inf counts as worst.
+        reference: "ceiling": quality terms (`Registry.quality_keys`) are scored relative to the codec ceiling
+            when `composite_score` gets one; "ground_truth": every term against the recording as measured.
 
     Raises:
         ValueError: with every unknown key (did-you-mean) and invalid value at once.
@@ -65,16 +71,20 @@ class ObjectiveWeights:
         overrides: Mapping[str, float] | None = None,
         spk_sim_cap_to_gt: bool = True,
         missing: MissingPolicy = "renormalize",
+        reference: Reference = "ceiling",
     ) -> None:
         overrides = dict(overrides or {})
         problems = [str(p) for p in REGISTRY.weight_problems(overrides)]
         if missing not in ("renormalize", "worst"):
             problems.append(f"`missing` = {missing!r}: must be 'renormalize' or 'worst'. Fix: missing=worst")
+        if reference not in ("ceiling", "ground_truth"):
+            problems.append(f"`reference` = {reference!r}: must be 'ceiling' or 'ground_truth'. Fix: reference=ceiling")
         if problems:
             raise ValueError("invalid objective weights:\n  - " + "\n  - ".join(problems))
         self._weights = {k: float(overrides.get(k, w)) for k, w in REGISTRY.default_weights().items()}
         self.spk_sim_cap_to_gt = spk_sim_cap_to_gt
         self.missing = missing
+        self.reference = reference
 
     def weights(self) -> dict[str, float]:
         """{metric key: weight} for every term, in registry order."""
@@ -114,7 +124,12 @@ def _goodness(name: str, value: float, cap: float | None) -> float:
     return goodness(value, cap if goodness.capped else None)
 
 
-def composite_score(metrics: dict[str, float], weights: ObjectiveWeights, gt_spk_sim: float | None = None) -> float:
+def composite_score(
+    metrics: Mapping[str, float],
+    weights: ObjectiveWeights,
+    gt_spk_sim: float | None = None,
+    ceiling: Mapping[str, float] | None = None,
+) -> float:
     """One number per trial, higher is better, in [0, 1].
 
     Formula:
@@ -134,16 +149,24 @@ def composite_score(metrics: dict[str, float], weights: ObjectiveWeights, gt_spk
         When no term is left (every weight 0, or every weighted metric missing under "renormalize") the score
         is 0.0, the worst value.
 
+        Codec ceiling (weights.reference == "ceiling" and `ceiling` given): for a quality term k whose ceiling
+        value c_k is present, g_k is replaced by min(1, g_k(m_k) / g_k(c_k)), so the codec's own loss costs
+        nothing and only what the model loses beyond it counts; a term whose ceiling goodness is below
+        CEILING_FLOOR is left out (the codec cannot express it). Other terms are unchanged.
+
     Args:
         metrics: aggregated metrics of a trial (`aggregate_lines` output or any dict with these keys).
         weights: the term weights and the missing-metric policy.
         gt_spk_sim: similarity of held-out ground-truth recordings to the target speaker (same encoder); ignored
-            when None or not finite.
+            when None or not finite. It caps the ceiling's similarity too.
+        ceiling: the same metrics measured on the ground truth's codec round trip (same lines, or the same line
+            for a per-line score); None scores every term absolutely.
 
     Returns:
         The score, finite, in [0, 1].
     """
     cap = gt_spk_sim if weights.spk_sim_cap_to_gt and gt_spk_sim is not None and math.isfinite(gt_spk_sim) else None
+    relative = set(REGISTRY.quality_keys()) if weights.reference == "ceiling" and ceiling is not None else set()
     total = weighted = 0.0
     for name, w in weights.weights().items():
         if w == 0:
@@ -154,9 +177,35 @@ def composite_score(metrics: dict[str, float], weights: ObjectiveWeights, gt_spk
             g = 0.0
         else:
             g = _goodness(name, float(metrics[name]), cap)
+        if name in relative and name in ceiling:
+            g_ceiling = _goodness(name, float(ceiling[name]), cap)
+            if g_ceiling < CEILING_FLOOR:
+                continue
+            g = min(1.0, g / g_ceiling)
         total += w
         weighted += w * g
     return weighted / total if total > 0 else 0.0
+
+
+def line_scores(
+    rows: list[dict], weights: ObjectiveWeights, ceiling_rows: list[dict] | None = None
+) -> dict[tuple[str, int], float]:
+    """The composite score of each (line, seed) alone, with the same weights, cap and reference as the trial's.
+
+    Args:
+        rows: a result's `per_line` rows ({"id", "seed", "metrics"}); each line's own `gt_spk_sim` caps it.
+        weights: the trial's objective weights.
+        ceiling_rows: the codec ceiling's per-line rows ({"id", "metrics"}), matched by line id.
+
+    Returns:
+        {(line id, seed): score in [0, 1]}, the unit a paired comparison of two trials is made over.
+    """
+    ceiling = {r["id"]: r["metrics"] for r in ceiling_rows or []}
+    out = {}
+    for r in rows:
+        m = r["metrics"]
+        out[(r["id"], int(r.get("seed", 0)))] = composite_score(m, weights, m.get("gt_spk_sim"), ceiling.get(r["id"]))
+    return out
 
 
 def constraint_violations(metrics: dict[str, float], limits: ConstraintLimits) -> dict[str, float]:

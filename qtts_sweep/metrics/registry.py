@@ -150,6 +150,12 @@ class Metric:
             evaluation on every line with a ground-truth recording. None: produced elsewhere (synthesis, teacher
             forcing, `audio.audio_metrics`, the speaker and MOS backends).
         version: bump when the definition changes, so cached evaluations that hold the old value are recomputed.
+        quality: a quality term (spectral, MOS, similarity, intonation, voicing): one the codec's own round trip
+            loses too, so with `eval.objective.reference: ceiling` it is scored relative to the codec ceiling
+            (`objective.composite_score`). Timing, length, EOS and code-level terms are the model's alone.
+        min_speech_s: the metric counts on a line only when the line's ground truth holds at least this much
+            speech (seconds of VAD speech span); on shorter lines its clean spread exceeds what failures do to it
+            (scripts/calibrate_metrics.py measures both). 0 = every line.
     """
 
     key: str
@@ -163,6 +169,8 @@ class Metric:
     table: bool = False
     compute: ComputeHook | None = None
     version: int = 1
+    quality: bool = False
+    min_speech_s: float = 0.0
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -206,7 +214,8 @@ class Metric:
     def identity(self) -> str:
         """What cached results depend on: definition version, worst value, goodness, default weight, hook."""
         hook = "" if self.compute is None else f"{self.compute.__module__}.{self.compute.__qualname__}"
-        return f"{self.key}|v{self.version}|{self.worst!r}|{self.goodness!r}|{self.weight!r}|{hook}"
+        extra = ("|quality" if self.quality else "") + (f"|min{self.min_speech_s!r}" if self.min_speech_s else "")
+        return f"{self.key}|v{self.version}|{self.worst!r}|{self.goodness!r}|{self.weight!r}|{hook}{extra}"
 
 
 class Registry:
@@ -267,6 +276,14 @@ class Registry:
 
     def capped_keys(self) -> list[str]:
         return [m.key for m in self if m.goodness is not None and m.goodness.capped]
+
+    def quality_keys(self) -> list[str]:
+        """Weighable metrics scored relative to the codec ceiling under `reference: ceiling`."""
+        return [m.key for m in self if m.goodness is not None and m.quality]
+
+    def unreliable_keys(self, speech_s: float) -> list[str]:
+        """Metrics that do not count on a line with `speech_s` seconds of ground-truth speech."""
+        return [m.key for m in self if m.min_speech_s > speech_s]
 
     def table_keys(self) -> list[str]:
         """Report-table columns, in registration order."""

@@ -34,6 +34,7 @@ METRICS: dict[str, Metric] = {
         "cosine of Resemblyzer embeddings of gen and the target speaker's reference",
         goodness=CappedSimilarity(),  # capped at gt_spk_sim: nothing out-scores a real recording of the speaker
         weight=1.0,
+        quality=True,
         table=True,
     ),
 }

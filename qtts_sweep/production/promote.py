@@ -25,6 +25,7 @@ class PromotionResult:
     changed: bool
     test_metrics: dict[str, float]
     model_version: str | None = None
+    why: str = ""  # how the trial was chosen (best objective, or the tie-break rule among trials tied within noise)
 
 
 def _already_promoted(out: Path, study_name: str, trial, ckpt: Path) -> Bundle | None:
@@ -48,20 +49,20 @@ def promote(
 ) -> PromotionResult:
     """Select, bundle, score on the test split, register. Promoting the same trial again changes nothing."""
     from qtts_sweep.model.modeling import ensure_model_folder
-    from qtts_sweep.sweep.selection import select_trial
+    from qtts_sweep.sweep.selection import select_for_promotion
     from qtts_sweep.sweep.storage import load_existing_study
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
     from qtts_sweep.train.store import model_identity
 
     study = load_existing_study(study_name, storage)
-    trial = select_trial(study, trial_number)
+    trial, why = select_for_promotion(study, cfg.eval.objective, trial_number)
     name = name or study_name
     out = Path(cfg.paths.production_dir) / name
     ckpt = Path(trial.user_attrs["checkpoint"])
     existing = _already_promoted(out, study_name, trial, ckpt)
     if existing is not None:
         return PromotionResult(
-            out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version")
+            out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version"), why
         )
     from qtts_sweep.train.store import CheckpointStore
 
@@ -86,6 +87,7 @@ def promote(
             "training_key": trial.user_attrs.get("training_key"),
             "epoch": tcfg.eval.epoch,
             "params": trial.params,
+            "selection": why,
         },
         metrics={
             "objective_val": trial.values[0] if len(trial.values) == 1 else trial.values,
@@ -98,7 +100,7 @@ def promote(
     version = make_tracker(cfg.tracking).register_bundle(f"qtts-{name}", out, run_id, tags)
     if version is not None:
         bundle.update_origin(model_version=version)
-    return PromotionResult(out, trial.number, True, test, version)
+    return PromotionResult(out, trial.number, True, test, version, why)
 
 
 def trial_config(cfg: Config, ckpt: Path, trial) -> Config:
@@ -133,6 +135,8 @@ def format_promotion(r: PromotionResult) -> str:
     if not r.changed:
         return f"trial {r.trial} is already the promoted bundle at {r.bundle}: nothing changed"
     lines = [f"promoted trial {r.trial} to {r.bundle}"]
+    if r.why:
+        lines.append(f"  chosen because {r.why}")
     if r.model_version:
         lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
     shown = [k for k in ("objective", *REGISTRY.table_keys()) if k in r.test_metrics]

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.evaluate.scoring import CEILING_PREFIX
 from qtts_sweep.metrics.catalog import REGISTRY
+from qtts_sweep.metrics.paired import PairedDiff, Verdict
 from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.storage import load_existing_study
@@ -68,10 +70,21 @@ def format_table(study, k: int = 10) -> str:
         cells += [_fmt(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"]))]
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    lines += ceiling_row(top, len(names), columns, widths)
     failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
     for r in failed[:10]:
         lines.append(f"  trial {r['number']} failed: {r['fail_reason']}")
     return "\n".join(lines)
+
+
+def ceiling_row(top: list[dict], n_params: int, columns: list[str], widths: list[int]) -> list[str]:
+    """The codec ceiling as one more table row (the ground truth's own codec round trip: what no trial can beat
+    on the quality terms); empty when the results carry no ceiling."""
+    summary = next((r["summary"] for r in top if any(k.startswith(CEILING_PREFIX) for k in r["summary"])), None)
+    if summary is None:
+        return []
+    cells = ["ceiling", "-"] + ["-"] * n_params + [_fmt(summary.get(CEILING_PREFIX + m)) for m in columns] + ["-"]
+    return ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))]
 
 
 def _fmt(v: Any) -> str:
@@ -139,9 +152,12 @@ def _audio_tag(path: Path | str | None) -> str:
     return f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
 
 
-def listening_page(study, top: list[dict], base_eval_dir: str | None, lines: list[dict], out: Path) -> Path:
-    """HTML: held-out lines x (ground truth, base model, top trials), audio embedded so it is self-contained."""
-    cols = ["ground truth", "base model"] + [
+def listening_page(
+    study, top: list[dict], base_eval_dir: str | None, lines: list[dict], out: Path, ceiling_dir: str | None = None
+) -> Path:
+    """HTML: held-out lines x (ground truth, codec ceiling, base model, top trials), audio embedded so it is
+    self-contained. The codec ceiling is the ground truth through the codec: the best any trial can sound."""
+    cols = ["ground truth", "codec ceiling", "base model"] + [
         f"trial {r['number']}<br><small>lr {r['params'].get('train.lr')}, epoch {r['params'].get('eval.epoch')}, "
         f"scale {r['params'].get('eval.lora_scale')}<br>objective {r['value']:.3f}</small>"
         for r in top
@@ -156,6 +172,7 @@ def listening_page(study, top: list[dict], base_eval_dir: str | None, lines: lis
     for line in lines:
         cells = [
             _audio_tag(line.get("audio")),
+            _audio_tag(Path(ceiling_dir) / "wavs" / f"{line['id']}.wav" if ceiling_dir else None),
             _audio_tag(Path(base_eval_dir) / "wavs" / f"{line['id']}_s0.wav" if base_eval_dir else None),
         ]
         cells += [
@@ -221,10 +238,71 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
             if row["id"] not in seen:
                 seen.append(row["id"])
                 lines.append({"id": row["id"], "text": row["text"], "audio": audio.get(row["id"])})
-        listening_page(study, top, base_eval_dir, lines, out)
-    make_tracker(cfg.tracking).log_parent_artifacts(parent_run_id, out)
+        listening_page(study, top, base_eval_dir, lines, out, (result.get("ceiling") or {}).get("dir"))
+    tracker = make_tracker(cfg.tracking)
+    winner = winner_report(study, cfg, spec.enqueue[0] if spec.enqueue else None)
+    if winner is not None:
+        text, data = winner
+        table += "\n" + text
+        (out / "top_trials.txt").write_text(table + "\n")
+        (out / "paired.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tracker.log_parent_metrics(parent_run_id, winner_metrics(data))
+    tracker.log_parent_artifacts(parent_run_id, out)
     print(table)
     return table
+
+
+def winner_report(study, cfg: Config, baseline_point: dict | None) -> tuple[str, dict] | None:
+    """Is the winner real? Its lead over the runner-up and over the enqueued baseline (when it ran) as a paired
+    difference over (line, seed) with a bootstrap interval, and which trial the tie rule picks. None when there is
+    nothing to compare (multi-objective, fewer than two results)."""
+    verdict = selection.paired_verdict(study, cfg.eval.objective)
+    if verdict is None or not verdict.leads:
+        return None
+    best = verdict.best.number
+    runner_up = max(verdict.leads, key=lambda n: next(t.value for t in _complete_trials(study) if t.number == n))
+    leads: dict[str, tuple[int, PairedDiff]] = {"runner_up": (runner_up, verdict.leads[runner_up])}
+    base = selection.enqueued_trial(study, baseline_point) if baseline_point else None
+    if base is not None and base.number != best and base.number in verdict.leads:
+        leads["baseline"] = (base.number, verdict.leads[base.number])
+    text = [f"is the winner real? (paired differences of per-line composite scores, trial {best} minus other)"]
+    for name, (number, d) in leads.items():
+        label = "runner-up" if name == "runner_up" else "enqueued baseline"
+        text.append(f"  lead over {label} (trial {number}): {d.describe()}")
+    if base is None and baseline_point:
+        text.append(f"  enqueued baseline {baseline_point} did not complete: no comparison")
+    text.append(f"  promotion: {_promotion_line(verdict)}")
+    data = {
+        "best": best,
+        "chosen": verdict.chosen.number,
+        "tied": verdict.tied,
+        "tie_break": list(verdict.rules),
+        "explanation": verdict.explain(),
+        "leads": {name: {"trial": number, **d.as_dict()} for name, (number, d) in leads.items()},
+        "all_leads": {str(n): d.as_dict() for n, d in verdict.leads.items()},
+    }
+    return "\n".join(text), data
+
+
+def _promotion_line(verdict: Verdict) -> str:
+    if verdict.broke_tie:
+        return f"tie within noise: {verdict.explain()}"
+    return verdict.explain()
+
+
+def _complete_trials(study) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def winner_metrics(data: dict) -> dict[str, float]:
+    """The intervals as parent-run metrics: lead_<vs>_{mean,lo,hi,tie} plus the chosen trial."""
+    out = {"promote_trial": float(data["chosen"]), "tied_trials": float(len(data["tied"]))}
+    for name, d in data["leads"].items():
+        out.update({f"lead_{name}_{k}": float(d[k]) for k in ("mean", "lo", "hi", "n")})
+        out[f"lead_{name}_tie"] = float(d["tie"])
+    return out
 
 
 def report_command(study_name: str, storage: str, top_k: int = 10) -> str:

@@ -1,14 +1,19 @@
 """Which trials are best: the trial to promote, the top trials of a report, the trials gc must keep.
 
-Pure reads of a study through Optuna's public API (`get_trials`, `best_trials`, `directions`). Owns the rules;
-does not own reports (report.py) or bundles (qtts_sweep.production).
+Pure reads of a study through Optuna's public API (`get_trials`, `best_trials`, `directions`) and of each trial's
+`result.json` (its per-line rows, for the paired comparison). Owns the rules; does not own reports (report.py),
+bundles (qtts_sweep.production) or the statistics (qtts_sweep.metrics.paired).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import Problem, ValidationError
+from qtts_sweep.config.schema import ObjectiveConfig, Problem, ValidationError
+from qtts_sweep.metrics.objective import line_scores
+from qtts_sweep.metrics.paired import Candidate, Verdict, choose
 
 
 class SelectionError(ValidationError):
@@ -88,3 +93,51 @@ def best_summary(study) -> dict[str, Any] | None:
         "checkpoint": best.user_attrs.get("checkpoint"),
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
     }
+
+
+def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
+    """A completed trial's per-(line, seed) composite scores, with the study's weights and reference; None when
+    its result is gone (a cleaned runs/ folder) or it has no single objective value."""
+    eval_dir = trial.user_attrs.get("eval_dir")
+    path = Path(eval_dir) / "result.json" if eval_dir else None
+    if path is None or not path.is_file() or trial.values is None or len(trial.values) != 1:
+        return None
+    result = json.loads(path.read_text())
+    ceiling = (result.get("ceiling") or {}).get("per_line")
+    scores = line_scores(result["per_line"], objective.objective_weights(), ceiling)
+    return Candidate(trial.number, float(trial.value), dict(trial.params), scores)
+
+
+def paired_verdict(study, objective: ObjectiveConfig) -> Verdict | None:
+    """The best completed trial, its lead over every other (paired bootstrap over (line, seed)), and the trial
+    `objective.tie_break` picks among those tied within noise. None for multi-objective studies or no results."""
+    if is_multi(study):
+        return None
+    found = [c for c in (candidate(t, objective) for t in _complete(study)) if c is not None]
+    return choose(found, objective.tie_break) if found else None
+
+
+def enqueued_trial(study, point: dict[str, Any]):
+    """The completed trial that ran an enqueued point (e.g. the published defaults), None when it did not run."""
+    for t in _complete(study):
+        if all(_same(t.params.get(k), v) for k, v in point.items()):
+            return t
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    return a == b
+
+
+def select_for_promotion(study, objective: ObjectiveConfig, trial_number: int | None = None) -> tuple[Any, str]:
+    """The trial to promote and why. An explicit `trial_number` is taken as asked; otherwise the best trial,
+    unless other trials are tied with it within noise, when `objective.tie_break` chooses among them."""
+    if trial_number is not None:
+        return _by_number(study, trial_number), f"trial {trial_number} was asked for"
+    best = select_trial(study)
+    verdict = paired_verdict(study, objective)
+    if verdict is None or verdict.best.number != best.number:
+        return best, f"trial {best.number} has the best objective (no per-line results to compare)"
+    return _by_number(study, verdict.chosen.number), verdict.explain()

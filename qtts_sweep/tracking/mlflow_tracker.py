@@ -54,6 +54,9 @@ class NullTracker:
     def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
         pass
 
+    def log_parent_metrics(self, parent: str | None, metrics: dict[str, float]) -> None:
+        pass
+
     def ui_command(self) -> str:
         return "(tracking is off: tracking.backend=none)"
 
@@ -200,6 +203,14 @@ class MlflowTracker(NullTracker):
     def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
         if parent and Path(folder).is_dir():
             self.client.log_artifacts(parent, str(folder))
+
+    def log_parent_metrics(self, parent: str | None, metrics: dict[str, float]) -> None:
+        """Study-level numbers on the parent run (e.g. the winner's lead intervals)."""
+        if parent:
+            from mlflow.entities import Metric
+
+            now = _now_ms()
+            self.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in _finite(metrics).items()])
 
     def ui_command(self) -> str:
         return (

@@ -1,0 +1,95 @@
+"""The codec ceiling on the tiny preset: the ground truth's own codec round trip, scored like a generation, cached,
+carried by every result, and the reference of the quality terms under `eval.objective.reference: ceiling`.
+
+The tiny preset's codec is random, so its round trip is far from the recording: the ceiling is a real, imperfect
+reference here, which is what makes the two reference modes differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qtts_sweep.config.loader import load_config
+from qtts_sweep.data.prepare import prepare_dataset
+from qtts_sweep.evaluate.scoring import CEILING_PREFIX, Point, Scorer
+from qtts_sweep.metrics.catalog import REGISTRY
+from qtts_sweep.metrics.objective import ObjectiveWeights, composite_score, line_scores
+
+CHEAP = [
+    "model=tiny",
+    "data=demo",
+    "eval.max_lines=2",
+    "eval.batch_size=2",
+    "eval.decoding.frames_per_char=0.3",
+    "eval.decoding.min_frames=6",
+    "eval.metrics.mos=none",
+]
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, tiny_model_dir):
+    runs = tmp_path_factory.mktemp("ceiling")
+    base = [*CHEAP, f"paths.runs_dir={runs}", f"paths.models_dir={tiny_model_dir.parent}"]
+    cfg_c = load_config([*base, "eval.objective.reference=ceiling"])
+    cfg_g = load_config([*base, "eval.objective.reference=ground_truth"])
+    ds = prepare_dataset(cfg_c, progress=False)
+    scorer = Scorer()
+    return runs, cfg_c, cfg_g, ds, scorer, scorer.score(cfg_c, ds, Point.base()), scorer.score(cfg_g, ds, Point.base())
+
+
+def test_every_result_carries_the_ceiling_beside_its_own_metrics(scored):
+    runs, _, _, _, _, ev_c, ev_g = scored
+    for ev in (ev_c, ev_g):
+        assert ev.ceiling is not None and len(ev.ceiling["per_line"]) == 2
+        for key in ("mcd_db", "spk_sim", "f0_error", "duration_error"):
+            assert ev.summary[CEILING_PREFIX + key] == ev.ceiling["summary"][key]
+        saved = json.loads((ev.dir / "result.json").read_text())
+        assert saved["ceiling"]["key"] == ev.ceiling["key"]
+        for row in ev.ceiling["per_line"]:
+            assert (Path(ev.ceiling["dir"]) / row["wav"]).is_file()  # the listening page's "codec ceiling" clip
+    # one ceiling for both modes: it depends on data, codec and metric settings, not on the objective
+    assert ev_c.ceiling["key"] == ev_g.ceiling["key"] and ev_c.key != ev_g.key
+    assert len(list((runs / "evals").glob("ceiling-*"))) == 1
+    # a random codec: its round trip is far from the recording (MCD well above a real codec's ~2-4 dB)
+    assert ev_c.ceiling["summary"]["mcd_db"] > 5.0
+
+
+def test_the_ceiling_is_computed_once_and_reused(scored):
+    _, cfg_c, _, ds, scorer, ev_c, _ = scored
+    wav = Path(ev_c.ceiling["dir"]) / ev_c.ceiling["per_line"][0]["wav"]
+    before = wav.stat().st_mtime_ns
+    again = scorer.score(cfg_c, ds, Point.base(), use_cache=False)
+    assert again.ceiling["key"] == ev_c.ceiling["key"] and wav.stat().st_mtime_ns == before
+    assert again.ceiling["summary"] == ev_c.ceiling["summary"]
+
+
+def test_reference_modes_score_the_quality_terms_differently(scored):
+    _, cfg_c, cfg_g, _, _, ev_c, ev_g = scored
+    wc, wg = cfg_c.eval.objective.objective_weights(), cfg_g.eval.objective.objective_weights()
+    gt = ev_c.summary.get("gt_spk_sim")
+    ceiling = ev_c.ceiling["summary"]
+    assert ev_c.objective == pytest.approx(composite_score(ev_c.summary, wc, gt, ceiling))
+    assert ev_g.objective == pytest.approx(composite_score(ev_g.summary, wg, gt))
+    assert ev_g.objective == pytest.approx(composite_score(ev_g.summary, wg, gt, ceiling))  # ceiling ignored
+    # same generations (same decoding seed, base model), different reference: the objectives differ
+    assert [r["codes"] for r in ev_c.per_line] == [r["codes"] for r in ev_g.per_line]
+    assert ev_c.objective != pytest.approx(ev_g.objective)
+    # the ceiling itself loses nothing on a quality term against itself, and a trial never gets more than it
+    for key in REGISTRY.quality_keys():
+        if key in ceiling:
+            only = ObjectiveWeights({k: float(k == key) for k in REGISTRY.weighable()}, reference="ceiling")
+            assert composite_score(ceiling, only, gt, ceiling) in (0.0, 1.0)  # 0.0: codec cannot express it
+            assert composite_score(ev_c.summary, only, gt, ceiling) <= 1.0
+
+
+def test_per_line_scores_use_each_lines_own_ceiling(scored):
+    _, cfg_c, _, _, _, ev_c, _ = scored
+    w = cfg_c.eval.objective.objective_weights()
+    per = line_scores(ev_c.per_line, w, ev_c.ceiling["per_line"])
+    assert set(per) == {(r["id"], r["seed"]) for r in ev_c.per_line}
+    assert all(0.0 <= v <= 1.0 for v in per.values())
+    absolute = line_scores(ev_c.per_line, w, None)
+    assert per != absolute
