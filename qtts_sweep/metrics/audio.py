@@ -94,6 +94,10 @@ MCD_CAP_DB = 30.0  # typical TTS-vs-ground-truth MCD is 4-10 dB; noise vs speech
 RANGE_FLOOR_ST = 0.1  # F0 ranges are floored at 0.1 semitone before dividing (a monotone ref has range ~0)
 F0_RANGE_PERCENTILES = (5.0, 95.0)  # range robust to octave errors and stray frames
 TEMPO_SEGMENTS = 4  # local-rate estimates along the path; >= 3 to see a trend, each >= ~0.5 s on a 2 s line
+# tempo_drift/tempo_slope count only on lines with this much ground-truth speech: each of the 4 segments then
+# spans >= 0.6 s; on a 2.2 s line a clean resynthesis already drifts 0.17 (goodness 0.43), while every test clip
+# of >= 3 s stays <= 0.11 clean and >= 0.35 accelerating (docs/metrics.md, scripts/calibrate_metrics.py).
+TEMPO_MIN_SPEECH_S = 2.5
 MAX_ANALYSIS_S = 120.0  # 6x the longest prepared line (data.max_duration_s = 20): longer is a run-away
 DTW_MAX_LENGTH_RATIO = 4.0  # a speech span longer than 4x the other is cut for DTW
 MAX_DTW_FRAMES = 2000  # decimate longer spans so the cost matrix stays <= 2000 x 2000 (32 MB)
@@ -119,7 +123,14 @@ METRICS: dict[str, Metric] = {
         ),
         Metric("tempo_ratio", "one", 1 / RATIO_LIMIT, "", "speaking rate gen / ref from the DTW path slope"),
         Metric("tempo_error", "lower", _LOG_RATIO_WORST, "", "abs(ln(tempo_ratio))"),
-        Metric("tempo_slope", "zero", _LOG_RATIO_WORST, "", "change of ln(local rate gen/ref), start to end"),
+        Metric(
+            "tempo_slope",
+            "zero",
+            _LOG_RATIO_WORST,
+            "",
+            "change of ln(local rate gen/ref), start to end",
+            min_speech_s=TEMPO_MIN_SPEECH_S,
+        ),
         Metric(
             "tempo_drift",
             "lower",
@@ -130,6 +141,7 @@ METRICS: dict[str, Metric] = {
             weight=1.0,
             limit=0.3,  # between clean (<= 0.11) and accelerating (>= 0.35) test clips; recalibrate on real output
             table=True,
+            min_speech_s=TEMPO_MIN_SPEECH_S,
         ),
         Metric("f0_median_ratio", "one", 1 / RATIO_LIMIT, "", "median voiced F0 gen / ref"),
         Metric("f0_range_ratio", "one", 1 / RATIO_LIMIT, "", "F0 5-95th percentile range (semitones) gen / ref"),

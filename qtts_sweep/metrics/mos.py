@@ -30,6 +30,9 @@ MAX_WINDOWS = 12  # longer clips: 12 evenly spread windows instead of one per se
 MAX_INPUT_S = 300.0  # a run-away generation is scored on its first 5 minutes
 SILENCE_PEAK = 1e-4  # peak below -80 dBFS: nothing to rate
 MOS_MIN, MOS_MAX = 1.0, 5.0  # the MOS scale; the polynomial mapping can step slightly outside it
+# DNSMOS repeats a clip shorter than its 9 s window: a short line is rated as a loop with a seam every repeat, and
+# near-identical versions of a 2 s line ranged 2.4-3.1. It counts only on lines with this much ground-truth speech.
+MOS_MIN_SPEECH_S = 2.5
 P808_FRAME_TRIM = 160  # the reference drops the last 160 samples before the P.808 mel front end
 
 METRICS: dict[str, Metric] = {
@@ -44,11 +47,21 @@ METRICS: dict[str, Metric] = {
             goodness=Linear(MOS_MIN, MOS_MAX),
             weight=0.5,
             quality=True,
+            min_speech_s=MOS_MIN_SPEECH_S,
             table=True,
         ),
-        Metric("dnsmos_sig", "higher", MOS_MIN, "MOS", "DNSMOS P.835 speech signal quality"),
-        Metric("dnsmos_bak", "higher", MOS_MIN, "MOS", "DNSMOS P.835 background (noise) quality"),
-        Metric("dnsmos_p808", "higher", MOS_MIN, "MOS", "DNSMOS P.808 overall MOS"),
+        Metric(
+            "dnsmos_sig", "higher", MOS_MIN, "MOS", "DNSMOS P.835 speech signal quality", min_speech_s=MOS_MIN_SPEECH_S
+        ),
+        Metric(
+            "dnsmos_bak",
+            "higher",
+            MOS_MIN,
+            "MOS",
+            "DNSMOS P.835 background (noise) quality",
+            min_speech_s=MOS_MIN_SPEECH_S,
+        ),
+        Metric("dnsmos_p808", "higher", MOS_MIN, "MOS", "DNSMOS P.808 overall MOS", min_speech_s=MOS_MIN_SPEECH_S),
     )
 }
 

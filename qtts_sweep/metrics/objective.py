@@ -144,7 +144,8 @@ def composite_score(
         - similarities (spk_sim): clamp(min(m, gt_spk_sim), 0, 1) when weights.spk_sim_cap_to_gt and gt_spk_sim
           is given, else clamp(m, 0, 1)
         - MOS (dnsmos_ovrl): clamp((m - 1) / 4, 0, 1)
-        - a term that is present but NaN/Inf, or missing under missing="worst": g_k = 0.
+        - a term that is present but NaN/Inf, or missing under missing="worst": g_k = 0 (except a metric with a
+          registered `min_speech_s`, absent because the lines were too short for it: always left out).
 
         When no term is left (every weight 0, or every weighted metric missing under "renormalize") the score
         is 0.0, the worst value.
@@ -172,7 +173,8 @@ def composite_score(
         if w == 0:
             continue
         if name not in metrics:
-            if weights.missing == "renormalize":
+            # a metric with a minimum speech length is absent only because the lines were too short for it
+            if weights.missing == "renormalize" or REGISTRY[name].min_speech_s > 0:
                 continue
             g = 0.0
         else:
