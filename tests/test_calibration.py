@@ -35,6 +35,7 @@ def test_short_lines_drop_tempo_and_mos_and_long_lines_keep_everything():
 
 def test_a_term_left_out_for_short_lines_never_counts_as_worst():
     m = {"talker_acc": 0.5, "no_eos_rate": 0.0, "frame_count_error": 0.1, "duration_error": 0.1}
+    m["gt_speech_s_max"] = TEMPO_MIN_SPEECH_S - 0.5  # no line long enough
     for missing in ("renormalize", "worst"):
         w = ObjectiveWeights(
             {"spk_sim": 0, "mcd_db": 0, "f0_error": 0, "voicing_error": 0, "code_acc": 0}, True, missing
@@ -43,6 +44,11 @@ def test_a_term_left_out_for_short_lines_never_counts_as_worst():
         assert composite_score(m, w) == pytest.approx(composite_score(m, without))
     # the rule changes nothing on a line long enough: present terms count exactly as before
     full = {**m, "tempo_drift": 0.05}
+    long_lines = {**m, "gt_speech_s_max": 4.0}  # measurable but absent: `missing` decides as before
+    worst = ObjectiveWeights(
+        {"spk_sim": 0, "mcd_db": 0, "f0_error": 0, "voicing_error": 0, "code_acc": 0}, True, "worst"
+    )
+    assert composite_score(long_lines, worst) < composite_score(m, worst)
     w = ObjectiveWeights({"spk_sim": 0, "mcd_db": 0, "f0_error": 0, "voicing_error": 0, "code_acc": 0})
     assert composite_score(full, w) != composite_score(m, w)
 

@@ -120,8 +120,10 @@ def test_killed_workers_trials_are_requeued_once_and_their_keys_resume(tmp_path,
         os.kill(driver, signal.SIGKILL)
         killed.append(driver)
         _, driver = _wait_for(
-            lambda: [m for m in _stall_markers(stall, "save") if m[1] not in killed][:1]
-            and [m for m in _stall_markers(stall, "save") if m[1] not in killed][0],
+            lambda: (
+                [m for m in _stall_markers(stall, "save") if m[1] not in killed][:1]
+                and [m for m in _stall_markers(stall, "save") if m[1] not in killed][0]
+            ),
             600,
             "a worker mid checkpoint write",
         )

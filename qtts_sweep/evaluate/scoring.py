@@ -379,6 +379,9 @@ def evaluate(
             }
         )
     summary = aggregate_lines([r["metrics"] for r in rows])
+    speech = [r["metrics"]["gt_speech_s"] for r in rows if "gt_speech_s" in r["metrics"]]
+    if speech:  # which length-limited terms any line could measure (objective._too_short)
+        summary["gt_speech_s_max"] = max(speech)
     ceiling_summary = ceiling.summary if ceiling else None
     weights = cfg.eval.objective.objective_weights()
     objective = composite_score(summary, weights, summary.get("gt_spk_sim"), ceiling_summary)

@@ -124,6 +124,13 @@ def _goodness(name: str, value: float, cap: float | None) -> float:
     return goodness(value, cap if goodness.capped else None)
 
 
+def _too_short(name: str, metrics: Mapping[str, float]) -> bool:
+    """The metric is absent because no line had the speech it needs (`gt_speech_s_max` of a summary, or a
+    line's own `gt_speech_s`): not measurable, which is not a failure."""
+    longest = metrics.get("gt_speech_s_max", metrics.get("gt_speech_s"))
+    return longest is not None and float(longest) < REGISTRY[name].min_speech_s
+
+
 def composite_score(
     metrics: Mapping[str, float],
     weights: ObjectiveWeights,
@@ -145,7 +152,8 @@ def composite_score(
           is given, else clamp(m, 0, 1)
         - MOS (dnsmos_ovrl): clamp((m - 1) / 4, 0, 1)
         - a term that is present but NaN/Inf, or missing under missing="worst": g_k = 0 (except a metric with a
-          registered `min_speech_s`, absent because the lines were too short for it: always left out).
+          registered `min_speech_s` that no line was long enough for, per `gt_speech_s_max` / `gt_speech_s`:
+          always left out).
 
         When no term is left (every weight 0, or every weighted metric missing under "renormalize") the score
         is 0.0, the worst value.
@@ -173,8 +181,7 @@ def composite_score(
         if w == 0:
             continue
         if name not in metrics:
-            # a metric with a minimum speech length is absent only because the lines were too short for it
-            if weights.missing == "renormalize" or REGISTRY[name].min_speech_s > 0:
+            if weights.missing == "renormalize" or _too_short(name, metrics):
                 continue
             g = 0.0
         else:
