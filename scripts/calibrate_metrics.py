@@ -51,6 +51,8 @@ MEANT: dict[str, tuple[str, ...]] = {
     "spk_sim": ("pitch_up_4st", "babble_tail"),
     "dnsmos_ovrl": ("white_tail", "pink_tail"),
 }
+# Measured not to hold (a vocoder round trip costs DNSMOS more than a noise tail): shown with ✗, not asserted.
+KNOWN_MISSES = {("dnsmos_ovrl", "white_tail"), ("dnsmos_ovrl", "pink_tail")}
 
 
 def badness_matrix(signal_only: bool) -> tuple[dict, dict]:
