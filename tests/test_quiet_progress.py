@@ -37,7 +37,7 @@ def test_plain_progress_prints_one_line_per_trial_with_counts_best_and_time_left
     progress = SweepProgress(5, stream=out, live=False, clock=clock)
     progress.attach(study)
     outcomes = [0.5, "pruned", "failed", 0.3]
-    for i, outcome in enumerate(outcomes):
+    for outcome in outcomes:
         trial = study.ask()
         progress.trial_started(trial.number, 4)
         progress.message(("epoch", 1, {"val_loss": 1.0}, False, "key"))
@@ -52,11 +52,12 @@ def test_plain_progress_prints_one_line_per_trial_with_counts_best_and_time_left
             study.tell(trial, outcome)
         progress.trial_finished(trial.number)
     lines = out.getvalue().splitlines()
+    best = "best 0.5000 (trial 1)"
     assert lines == [
-        "[2/5] trial 1 complete 0.5000 | 2 complete, 0 pruned, 0 failed | best 0.5000 (trial 1) | 10s elapsed, ~30s left",
-        "[3/5] trial 2 pruned | 2 complete, 1 pruned, 0 failed | best 0.5000 (trial 1) | 20s elapsed, ~20s left",
-        "[4/5] trial 3 fail | 2 complete, 1 pruned, 1 failed | best 0.5000 (trial 1) | 30s elapsed, ~10s left",
-        "[5/5] trial 4 complete 0.3000 | 3 complete, 1 pruned, 1 failed | best 0.5000 (trial 1) | 40s elapsed, ~0s left",
+        f"[2/5] trial 1 complete 0.5000 | 2 complete, 0 pruned, 0 failed | {best} | 10s elapsed, ~30s left",
+        f"[3/5] trial 2 pruned | 2 complete, 1 pruned, 0 failed | {best} | 20s elapsed, ~20s left",
+        f"[4/5] trial 3 failed | 2 complete, 1 pruned, 1 failed | {best} | 30s elapsed, ~10s left",
+        f"[5/5] trial 4 complete 0.3000 | 3 complete, 1 pruned, 1 failed | {best} | 40s elapsed, ~0s left",
     ]
 
 

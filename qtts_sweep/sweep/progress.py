@@ -208,7 +208,7 @@ def _state_of(study: Any, number: int) -> str:
         if t.number == number:
             if t.state.name == "COMPLETE" and t.values and len(t.values) == 1:
                 return f"complete {t.values[0]:.4f}"
-            return t.state.name.lower()
+            return {"FAIL": "failed"}.get(t.state.name, t.state.name.lower())
     return "finished"
 
 
