@@ -181,12 +181,12 @@ class SweepProgress(NullProgress):
                     total=self.budget,
                     file=self.stream,
                     dynamic_ncols=True,
-                    bar_format="sweep {n}/{total} |{bar:12}| {postfix}",
+                    bar_format="sweep {n}/{total} |{bar:12}| {desc}",
                     leave=True,
                 )
             self._bar.n = min(self.done(), self.budget)
             running = self._running_text()
-            self._bar.set_postfix_str((running + " | " if running else "") + self.status(), refresh=False)
+            self._bar.set_description_str((running + " | " if running else "") + self.status(), refresh=False)
             self._bar.refresh()
 
 
