@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qtts_sweep.util import quiet
+
+VERBOSE_HELP = "show every library warning, log line and banner (also in worker and driver processes)"
+
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny train.lr=1e-4")
@@ -169,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qtts-sweep",
         description="Honest hyperparameter sweeps for LoRA fine-tuning of Qwen3-TTS.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("check", help="compose and validate the config; print the resolved result")
@@ -270,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=_cmd_demo)
 
+    for p in sub.choices.values():  # -v anywhere; SUPPRESS keeps a subcommand from resetting a leading -v
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -282,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if args.verbose:
+        quiet.set_verbose(True)
+    quiet.setup()
     from qtts_sweep.config.schema import ValidationError
 
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import ModelConfig
+from qtts_sweep.util import quiet
 
 SAMPLE_RATE = 24000  # the 12 Hz codec and the speaker encoder only accept 24 kHz
 
@@ -41,6 +42,7 @@ def resolve_attn(attn: str, device: str) -> str:
 
             return "flash_attention_2"
         except ImportError:
+            quiet.note(quiet.FLASH_ATTN_NOTE)
             return "sdpa"
     return "sdpa"
 

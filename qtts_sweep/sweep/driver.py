@@ -21,6 +21,7 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config, ValidationError
 from qtts_sweep.sweep import record
+from qtts_sweep.sweep.progress import NullProgress
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
 from qtts_sweep.sweep.recovery import budget_used, recover_stale, register_driver, requeue_stale, tag_trial
 from qtts_sweep.sweep.selection import best_summary
@@ -66,10 +67,12 @@ class SweepDriver:
         base_overrides: list[str],
         log: Callable[[str], None] = print,
         threads: int | None = None,
+        progress: NullProgress | None = None,
     ):
         self.spec = spec
         self.base = [*spec.base, *base_overrides]
         self.log = log
+        self.progress = progress or NullProgress()
         self.cfg0 = compose(self.base)
         Path(self.cfg0.paths.runs_dir).mkdir(parents=True, exist_ok=True)  # SQLite stores live there
         self.storage_url = spec.storage or default_storage(self.cfg0.paths.runs_dir)
@@ -117,11 +120,13 @@ class SweepDriver:
             self.prepare()
         storage, study, tracker = self._open()
         self._study = study
+        self.progress.attach(study)
         register_driver(study)
         parent = self._parent = tracker.study_parent(self.spec.study_name, {})
         try:
             while not self._budget_spent(study, tracker):
                 self._trials_run.append(self._one_trial(study, storage, tracker, parent))
+                self.progress.trial_finished(self._trials_run[-1])
             self._base_eval_result = self._base_eval() if not join else (None, 0.0)
         finally:
             self.worker.stop()
@@ -193,6 +198,7 @@ class SweepDriver:
                 cfg = apply_params(self.cfg0, params)
             except ValidationError as exc:
                 return self._fail(study, trial, tracker, run_id, "invalid trial config", str(exc))
+            self.progress.trial_started(trial.number, cfg.eval.epoch)
             self.worker.submit(TrialRequest(trial.number, cfg, self._crash.get(trial.number)))
             return self._follow(study, trial, tracker, run_id, cfg)
         except KeyboardInterrupt:
@@ -213,6 +219,7 @@ class SweepDriver:
         while True:
             msg = self.worker.recv()
             kind = msg[0]
+            self.progress.message(msg)
             if kind == "epoch":
                 self.worker.send(("prune", relay.epoch(*msg[1:])))
             elif kind == "done":

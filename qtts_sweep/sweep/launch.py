@@ -24,6 +24,7 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep.driver import SweepDriver, SweepOutcome
+from qtts_sweep.sweep.progress import SweepProgress, watch_drivers
 from qtts_sweep.sweep.spec import SweepSpec, format_plan, load_spec, lora_param_count, plan
 from qtts_sweep.util.urls import redact
 
@@ -145,7 +146,7 @@ def run_local_workers(
         # SQLite takes one writer: the drivers log over HTTP to one server that owns the file.
         server = start_mlflow_server(tracking.tracking_uri, tracking.artifact_location)
         extra = [f"tracking.tracking_uri={server.uri}"]
-    env = {**os.environ, STORAGE_ENV: prepared.storage_url}
+    env = {**os.environ, STORAGE_ENV: prepared.storage_url, "PYTHONUNBUFFERED": "1"}  # lines relayed as printed
     base = [sys.executable, "-m", "qtts_sweep.cli", "sweep", name, "--join"]
     if config_dir:
         base += ["--config-dir", str(config_dir)]
@@ -163,10 +164,10 @@ def run_local_workers(
             out = open(Path(log_dir) / f"driver-{i}.log", "w") if log_dir else None  # noqa: SIM115 - closed by exit
             procs.append(
                 subprocess.Popen(
-                    [*cmd, *overrides, *extra], env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+                    [*cmd, *overrides, *extra], env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT
                 )
             )
-        codes = [p.wait() for p in procs]
+        codes = watch_drivers(procs, SweepProgress(prepared.spec.n_trials), lambda: _open_prepared(prepared))
     except KeyboardInterrupt:
         codes = [_wait_or_kill(p) for p in procs]
         raise
@@ -181,6 +182,12 @@ def run_local_workers(
 
 def _exit_text(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+
+
+def _open_prepared(prepared: Prepared):
+    from qtts_sweep.sweep.storage import make_storage, open_study
+
+    return open_study(prepared.spec, make_storage(prepared.storage_url))
 
 
 def _wait_or_kill(proc: subprocess.Popen, timeout: float = 60.0) -> int:
@@ -216,7 +223,11 @@ def sweep_from_hydra(
         return prepared
     spec, spec_cfg = resolve_spec(sweep_name, compose, list(arguments))
     spec = dataclasses.replace(spec, storage=storage_for(spec, spec_cfg, 1))
-    outcome = SweepDriver(spec, compose, list(arguments)).run()
+    progress = SweepProgress(spec.n_trials)
+    try:
+        outcome = SweepDriver(spec, compose, list(arguments), log=progress.log, progress=progress).run()
+    finally:
+        progress.close()
     finish_sweep(spec, outcome.storage, outcome.parent_run_id, spec_cfg, outcome.base_eval_dir)
     return outcome
 

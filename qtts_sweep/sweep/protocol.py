@@ -4,6 +4,7 @@ Messages (tuples over a `multiprocessing` Pipe):
   driver -> worker: ("warm", TrialRequest) | ("trial", TrialRequest) | ("prune", bool) | ("stop",)
   worker -> driver: ("warmed",) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict)
                     | ("pruned", epoch) | ("failed", kind, message)
+                    | ("phase", text)  (what the trial does now, for the progress line; no reply)
   and, made up by `WorkerHandle.recv` when the process is gone: ("died", exitcode)
 
 Owns: the message vocabulary, `TrialRequest`, the worker process's life cycle (spawn on demand, restart after a

@@ -20,6 +20,7 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep.protocol import TrialRequest
+from qtts_sweep.util import quiet
 
 
 class Pruned(Exception):
@@ -109,6 +110,7 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any
     if result.trained:
         state.scorer.adapter_changed()
     t2 = time.perf_counter()
+    conn.send(("phase", f"synthesis and scoring at scale {cfg.eval.lora_scale:g}"))
     ev = state.scorer.score(cfg, run.dataset, Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale))
     return {
         "timings": {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2},
@@ -176,6 +178,7 @@ def worker_main(conn: Any, threads: int | None = None, parent_pid: int | None = 
     # (fails and re-queues the trial, then stops this worker); the worker must not die half-way through a write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    quiet.setup()  # a spawned process inherits the environment's choice, not this logging/warnings set-up
     if parent_pid is not None:
         _exit_with(parent_pid)
     if threads:
