@@ -85,7 +85,7 @@ class SweepDriver:
     def _open(self):
         from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-        storage = make_storage(self.storage_url, failed_trial_callback=requeue_stale)
+        storage = make_storage(self.storage_url, heartbeat_stale_trial_callback=requeue_stale)
         return storage, open_study(self.spec, storage), make_tracker(self.cfg0.tracking)
 
     def prepare(self) -> str | None:

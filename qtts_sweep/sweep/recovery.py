@@ -61,7 +61,7 @@ def requeue_stale(study, trial) -> None:
     """Mark a trial a dead driver left RUNNING (already failed) and re-queue its parameters once.
 
     Runs in exactly one process per stale trial: the one whose `study.tell` (own host, dead pid) or heartbeat check
-    (Optuna's `failed_trial_callback`, other hosts) failed it. A retry that goes stale again is not re-queued a
+    (Optuna's `heartbeat_stale_trial_callback`, other hosts) failed it. A retry that goes stale again is not re-queued a
     second time: a trial that keeps killing its driver (e.g. the whole node runs out of memory) must not loop.
     """
     study.set_user_attr(f"{STALE_PREFIX}{trial.number}", True)
@@ -90,12 +90,14 @@ def recover_stale(study, tracker=None) -> list[int]:
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
-        except (RuntimeError, ValueError):  # another driver failed it first
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):  # another driver was first
             continue
         requeue_stale(study, t)
         mine.append(t)
     try:
-        optuna.storages.fail_stale_trials(study)  # other hosts; re-queued by the storage's failed_trial_callback
+        optuna.storages.fail_stale_trials(
+            study
+        )  # other hosts; re-queued by the storage's heartbeat_stale_trial_callback
     except (AttributeError, TypeError, ValueError):  # storage without heartbeats (journal)
         pass
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}

@@ -47,8 +47,8 @@ def default_storages(runs_dir: str) -> list[str]:
     return out
 
 
-def make_storage(url: str, failed_trial_callback: Any = None):
-    """The storage a URL names. `failed_trial_callback(study, trial)` runs in the one process whose heartbeat
+def make_storage(url: str, heartbeat_stale_trial_callback: Any = None):
+    """The storage a URL names. `heartbeat_stale_trial_callback(study, trial)` runs in the one process whose heartbeat
     check failed a stale trial (Optuna's own mechanism for re-queuing it exactly once)."""
     import optuna
 
@@ -60,7 +60,10 @@ def make_storage(url: str, failed_trial_callback: Any = None):
         # open(2)-based lock: works wherever the journal file can be created (the symlink lock needs more).
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, failed_trial_callback=failed_trial_callback
+        url,
+        heartbeat_interval=HEARTBEAT_S,
+        grace_period=GRACE_S,
+        heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
     )
 
 
