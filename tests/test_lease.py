@@ -54,3 +54,19 @@ def test_heartbeats_keep_a_live_lease(tmp_path):
     assert not TrainingLease(tmp_path, ttl=0.8).try_acquire()
     holder.check()
     holder.release()
+
+
+def test_a_killed_but_unreaped_process_counts_as_dead():
+    import os
+    import signal
+
+    from qtts_sweep.util.procs import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        time.sleep(0.5)  # a zombie now: its parent (this test) has not waited for it yet
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()

@@ -16,18 +16,10 @@ import os
 import socket
 import time
 
+from qtts_sweep.util.procs import pid_alive
+
 ORPHAN_S = 5.0  # a live driver tags its trial within milliseconds of ask(); an untagged RUNNING trial older is orphaned
 STALE_PREFIX = "stale:"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def register_driver(study) -> None:
@@ -46,7 +38,7 @@ def _local_drivers(study) -> tuple[bool, bool]:
     prefix = f"driver:{socket.gethostname()}:"
     pids = [int(k[len(prefix) :]) for k in study.user_attrs if k.startswith(prefix)]
     others = [p for p in pids if p != os.getpid()]
-    return any(not _alive(p) for p in others), any(_alive(p) for p in others)
+    return any(not pid_alive(p) for p in others), any(pid_alive(p) for p in others)
 
 
 def _is_dead(t, now: datetime.datetime, dead_local: bool, live_local: bool) -> bool:
@@ -54,7 +46,7 @@ def _is_dead(t, now: datetime.datetime, dead_local: bool, live_local: bool) -> b
     if pid is None:  # killed between ask() and tag_trial()
         age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
         return (dead_local and not live_local) or age > ORPHAN_S
-    return t.user_attrs.get("driver_host") == socket.gethostname() and pid != os.getpid() and not _alive(pid)
+    return t.user_attrs.get("driver_host") == socket.gethostname() and pid != os.getpid() and not pid_alive(pid)
 
 
 def requeue_stale(study, trial) -> None:

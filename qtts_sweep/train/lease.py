@@ -25,22 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from qtts_sweep.util.procs import pid_alive
+
 LEASE_FILE = "lease.json"
 LEASE_TTL_S = float(os.environ.get("QTTS_LEASE_TTL_S", "60"))  # tests shorten it to see expiry quickly
 
 
 class LeaseLost(RuntimeError):
     """The lease expired while this worker held it (it stalled longer than the ttl): stop, write nothing."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TrainingLease:
@@ -66,7 +58,7 @@ class TrainingLease:
     def expired(self, rec: dict) -> bool:
         if time.time() - float(rec.get("heartbeat", 0)) > self.ttl:
             return True
-        return rec.get("host") == socket.gethostname() and not _alive(int(rec.get("pid", -1)))
+        return rec.get("host") == socket.gethostname() and not pid_alive(int(rec.get("pid", -1)))
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free or expired; start the heartbeat. False when someone else holds it."""
