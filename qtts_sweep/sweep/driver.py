@@ -81,6 +81,8 @@ class SweepDriver:
         self._trials_run: list[int] = []
         self._study = None
         self._parent: str | None = None
+        self._stopped: str | None = None  # why the loop stopped early (failure cap)
+        self._base_eval_result: tuple[str | None, float] = (None, 0.0)
 
     def _open(self):
         from qtts_sweep.tracking.mlflow_tracker import make_tracker
@@ -127,7 +129,8 @@ class SweepDriver:
             while not self._budget_spent(study, tracker):
                 self._trials_run.append(self._one_trial(study, storage, tracker, parent))
                 self.progress.trial_finished(self._trials_run[-1])
-            self._base_eval_result = self._base_eval() if not join else (None, 0.0)
+            if not join:  # several drivers: the launcher's report does without base-model audio
+                self._base_eval_result = self._base_eval()
         finally:
             self.worker.stop()
         if not join:
@@ -138,8 +141,8 @@ class SweepDriver:
         """What this driver did, and the study's budget and best trial as they stand now."""
         out = SweepOutcome(self.spec.study_name, self.storage_url, 0, 0, 0, None, parent_run_id=self._parent)
         out.trials_run = list(self._trials_run)
-        out.stopped_reason = stopped_reason or getattr(self, "_stopped", None)
-        out.base_eval_dir, out.base_eval_s = getattr(self, "_base_eval_result", (None, 0.0))
+        out.stopped_reason = stopped_reason or self._stopped
+        out.base_eval_dir, out.base_eval_s = self._base_eval_result
         if self._study is not None:
             out.completed, out.pruned, out.failed = budget_used(self._study)
             out.best = best_summary(self._study)
