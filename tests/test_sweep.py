@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from qtts_sweep.sweep.recovery import budget_used, stale_numbers
-from qtts_sweep.sweep.report import training_summary
+from qtts_sweep.sweep.report import format_table, objective_figure, plots, training_summary
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
 from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
@@ -204,3 +204,14 @@ def test_every_shipped_sweep_runs_two_trials_on_the_tiny_preset(tmp_path, tiny_m
     )
     outcome = _driver(tmp_path, tiny_model_dir, name=name, n_trials=2, extra=extra).run()
     assert outcome.completed + outcome.pruned == 2 and outcome.failed == 0
+    # the report labels what this sweep searched: every parameter in the table, the plot's axes and panels
+    spec = load_spec(name)
+    study = _study(tmp_path, spec.study_name)
+    header = format_table(study).splitlines()[1].split()
+    assert set(spec.space) <= set(header), (spec.space, header)
+    if name == "lora_rank":
+        fig = objective_figure(study)
+        labels = [(ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) for ax in fig.axes if ax.get_title()]
+        assert labels and all(lab[:2] == ("train.lr", "eval.lora_scale") for lab in labels), labels
+        assert all(lab[2].startswith("lora.r ") for lab in labels), labels
+        assert tmp_path / "objective.png" in plots(study, tmp_path)
