@@ -114,7 +114,7 @@ def same_voice_extra(voice: str) -> list[np.ndarray]:
     return [read_clip(p) for p in paths if p.is_file()]
 
 
-TAIL_S = 8.0  # the brief's noise/babble tail length
+TAIL_S = 8.0  # noise/babble tail: longer than any clip, like a generation that misses EOS and runs to its cap
 PINK_B = [0.049922035, -0.095993537, 0.050612699, -0.004408786]  # Kellet/Smith 1/f filter (CCRMA "pink noise")
 PINK_A = [1.0, -2.494956002, 2.017265875, -0.522189400]
 SEED = 20240607  # fixed: noise tails and the clean noise floor are reproducible

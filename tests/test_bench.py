@@ -1,30 +1,74 @@
-"""The benchmarks run end to end and end with a parseable `ratio:` line (their numbers are not asserted)."""
+"""Every `qtts-sweep bench` subcommand runs end to end on the tiny preset at smoke-test sizes and ends with a
+parseable `ratio: <number>` line (the numbers themselves are not asserted: at these sizes they mean nothing)."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import pytest
 
 from qtts_sweep.tools import bench
+from tests.conftest import DEMO_DIR
+
+pytestmark = pytest.mark.slow
+
+RATIO = re.compile(r"ratio: (\d+\.\d+|nan|inf)")
 
 
-@pytest.mark.slow
-def test_bench_train_runs_both_variants(capsys):
-    ratio = bench.bench_train(shape="tiny", steps=2, frames=8, text_len=5)
+def _last_ratio(out: str) -> float:
+    last = out.strip().splitlines()[-1]
+    match = RATIO.fullmatch(last)
+    assert match, f"last line is not `ratio: <number>`: {last!r}"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> list[str]:
+    """Overrides for a 12-line slice of the demo data (4 train / 4 val / 4 test lines), so preparing it is cheap."""
+    folder = tmp_path_factory.mktemp("small-data")
+    rows = [json.loads(line) for line in (DEMO_DIR / "manifest.jsonl").read_text().splitlines()[:12]]
+    for row in rows:
+        row["audio"] = str(DEMO_DIR / row["audio"])
+        row["ref_audio"] = str(DEMO_DIR / row["ref_audio"])
+    manifest = folder / "small.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [f"data.manifest={manifest}", "data.name=small"]
+
+
+def test_bench_prep(capsys, small_data):
+    ratio = bench.bench_prep(small_data, repeats=1)
     out = capsys.readouterr().out
-    assert "ours" in out and "upstream" in out
-    assert out.strip().splitlines()[-1] == f"ratio: {ratio:.3f}" and ratio > 0
+    assert "median first" in out and "median cached" in out
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and 0 < ratio < 1
 
 
-@pytest.mark.slow
-def test_bench_prep_runs_first_and_cached(capsys):
-    ratio = bench.bench_prep([], repeats=1)
+def test_bench_train_prints_a_ratio_per_batch_size(capsys):
+    ratio = bench.bench_train(shape="tiny", batch_sizes=(1, 2), steps=2, frames=8, text_len=5)
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith("ratio: ") and 0 < ratio < 1
+    assert "batch 1: ours / double-shift = " in out and "batch 2: ours / double-shift = " in out
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0
 
 
-@pytest.mark.slow
-def test_bench_synth_gives_identical_codes_batched_and_one_by_one(capsys):
-    ratio = bench.bench_synth(n_lines=3, overfit_steps=60, repeats=1)
+def test_bench_synth_gives_identical_codes_batched_and_one_by_one(capsys, small_data):
+    ratio = bench.bench_synth(n_lines=3, overfit_steps=60, repeats=1, overrides=small_data)
     out = capsys.readouterr().out
     assert "identical greedy codes batched vs one-by-one: True" in out and "metric cost" in out
-    assert out.strip().splitlines()[-1] == f"ratio: {ratio:.3f}"
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3)
+
+
+def test_bench_sweep_prints_both_ratios_reuse_alone_last(capsys, small_data):
+    cheap = [*small_data, "train.max_steps_per_epoch=1", "eval.max_lines=1", "eval.metrics.speaker=none"]
+    ratio = bench.bench_sweep(n_trials=3, overrides=cheap)
+    out = capsys.readouterr().out
+    assert "(a) reuse, warm worker" in out and "(b) no reuse, model per trial" in out
+    assert "reuse + warm worker: a/b = " in out
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0
+
+
+def test_bench_workers(capsys, small_data):
+    cheap = [*small_data, "train.max_steps_per_epoch=1", "eval.max_lines=1", "eval.metrics.speaker=none"]
+    ratio = bench.bench_workers(cheap, n_trials=2)
+    out = capsys.readouterr().out
+    assert "1 worker(s): 2 trials" in out and "2 worker(s): 2 trials" in out
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0

@@ -97,7 +97,7 @@ def _require_clips() -> list[Clip]:
     if missing:
         pytest.skip("speech clip sources not installed: " + "; ".join(missing))
     clips = clean_clips()
-    assert len(clips) >= 5 and sum(c.human for c in clips) >= 2  # the brief's minimum: 5 clips, 2 human
+    assert len(clips) >= 5 and sum(c.human for c in clips) >= 2  # enough voices that a margin is not one clip's luck
     return clips
 
 

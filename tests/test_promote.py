@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("promo")
-    driver = tiny_sweep(tmp, tiny_model_dir, n_trials=3)
+    # no pruning, so all three trials complete and the alias rotation below always has a second trial
+    driver = tiny_sweep(tmp, tiny_model_dir, n_trials=3, pruner="none")
     driver.run()
     return tmp, driver.cfg0
 
@@ -53,16 +54,15 @@ def test_promote_writes_a_self_contained_bundle_scored_on_test_and_registered(sw
     assert not again.changed
     client = MlflowClient(cfg.tracking.tracking_uri)
     assert str(client.get_model_version_by_alias("qtts-tiny", "production").version) == "1"
-    # another trial takes over `production`; the replaced version keeps `previous`
-    other = next(t for t in range(3) if t != r.trial)
+    # another completed trial takes over `production`; the replaced version keeps `previous`
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=_storage(tmp))
-    if study.trials[other].state.name == "COMPLETE":
-        promote(cfg, "tiny", _storage(tmp), trial_number=other)
-        assert str(client.get_model_version_by_alias("qtts-tiny", "production").version) == "2"
-        assert str(client.get_model_version_by_alias("qtts-tiny", "previous").version) == "1"
-        promote(cfg, "tiny", _storage(tmp), trial_number=r.trial)  # back to the best for the next tests
+    other = next(t.number for t in study.trials if t.state.name == "COMPLETE" and t.number != r.trial)
+    promote(cfg, "tiny", _storage(tmp), trial_number=other)
+    assert str(client.get_model_version_by_alias("qtts-tiny", "production").version) == "2"
+    assert str(client.get_model_version_by_alias("qtts-tiny", "previous").version) == "1"
+    promote(cfg, "tiny", _storage(tmp), trial_number=r.trial)  # back to the best for the next tests
 
 
 def test_bundle_reproduces_the_trials_logged_audio_bit_for_bit(swept):

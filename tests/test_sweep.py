@@ -16,12 +16,11 @@ import pytest
 from mlflow import MlflowClient
 
 from qtts_sweep.sweep.recovery import budget_used, stale_numbers
+from qtts_sweep.sweep.report import format_table, objective_figure, plots, training_summary
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
 from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import CHEAP, tiny_sweep
-
-# Cheap trials: few steps per epoch, two short val lines, greedy decoding with a small token cap.
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +37,35 @@ def _study(tmp: Path, name: str = "tiny"):
     return optuna.load_study(study_name=name, storage=make_storage(f"sqlite:///{tmp / 'optuna.db'}"))
 
 
+BASELINE = {"train.lr": 3e-3, "eval.epoch": 4, "eval.lora_scale": 1.0}  # the tiny sweep's enqueued point
+# Same training key as the baseline at an earlier epoch: stored by trial 0, so trial 1 must train nothing.
+SAME_KEY = {"train.lr": 3e-3, "eval.epoch": 2, "eval.lora_scale": 0.6}
+
+
 def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, tiny_model_dir):
-    outcome = _driver(tmp_path, tiny_model_dir, n_trials=4).run()
-    assert (outcome.completed, outcome.pruned + outcome.failed) == (
-        4 - outcome.pruned - outcome.failed,
-        outcome.pruned + outcome.failed,
-    )
+    outcome = _driver(tmp_path, tiny_model_dir, n_trials=4, enqueue=[BASELINE, SAME_KEY]).run()
+    assert outcome.failed == 0 and outcome.completed + outcome.pruned == 4 and outcome.completed >= 2
     study = _study(tmp_path)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]
-    assert trials[0].params == {"train.lr": 3e-3, "eval.epoch": 4, "eval.lora_scale": 1.0}  # enqueued baseline
+    assert trials[0].params == BASELINE and trials[1].params == SAME_KEY
+    # checkpoint reuse: trial 1 shares trial 0's training key and trains no epoch of its own
+    assert trials[1].user_attrs["training_key"] == trials[0].user_attrs["training_key"]
+    assert trials[0].user_attrs["trained_epochs"] == [1, 2, 3, 4] and trials[0].user_attrs["reused"] is False
+    assert trials[1].user_attrs["trained_epochs"] == [] and trials[1].user_attrs["reused"] is True
+    for t in trials:  # any trial on an already-trained key trains only the epochs beyond what is stored
+        earlier = [u for u in trials[: t.number] if u.user_attrs.get("training_key") == t.user_attrs["training_key"]]
+        stored = max([e for u in earlier for e in u.user_attrs["trained_epochs"]] or [0])
+        assert t.user_attrs["trained_epochs"] == list(range(stored + 1, t.user_attrs["epoch_reached"] + 1))
+    summary = training_summary(study)
+    assert summary["epochs_trained"] == summary["lower_bound"] and summary["trained_twice"] == 0
+    assert summary["epochs_trained"] == sum(len(t.user_attrs["trained_epochs"]) for t in trials)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name(STUDY_PREFIX + "tiny")
     children = client.search_runs([exp.experiment_id], "tags.qtts_role = 'trial'")
     assert len(children) == 4 and all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in children)
     done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert done  # the MLflow checks below run on at least one completed trial
     for t in done:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.data.tags["optuna_trial_number"] == str(t.number)  # linked both ways
@@ -64,13 +77,13 @@ def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, 
         training = client.get_run(run.data.tags["training_run_id"])
         assert training.data.tags["training_key"] == t.user_attrs["training_key"]
     # Re-running the same command: the budget is a total, nothing new runs, the same parent run is used.
-    again = _driver(tmp_path, tiny_model_dir, n_trials=4).run()
+    again = _driver(tmp_path, tiny_model_dir, n_trials=4, enqueue=[BASELINE, SAME_KEY]).run()
     assert again.trials_run == [] and again.parent_run_id == outcome.parent_run_id
     # A bigger budget continues the numbering; the enqueued baseline is not added twice.
-    more = _driver(tmp_path, tiny_model_dir, n_trials=6).run()
+    more = _driver(tmp_path, tiny_model_dir, n_trials=6, enqueue=[BASELINE, SAME_KEY]).run()
     assert more.trials_run == [4, 5]
-    params = [tuple(sorted(t.params.items())) for t in _study(tmp_path).get_trials()]
-    assert params.count((("eval.epoch", 4), ("eval.lora_scale", 1.0), ("train.lr", 3e-3))) >= 1
+    enqueued = [t.system_attrs.get("fixed_params") for t in _study(tmp_path).get_trials()]
+    assert enqueued.count(BASELINE) == 1 and enqueued.count(SAME_KEY) == 1
     assert sum(budget_used(_study(tmp_path))) == 6
 
 
@@ -191,3 +204,14 @@ def test_every_shipped_sweep_runs_two_trials_on_the_tiny_preset(tmp_path, tiny_m
     )
     outcome = _driver(tmp_path, tiny_model_dir, name=name, n_trials=2, extra=extra).run()
     assert outcome.completed + outcome.pruned == 2 and outcome.failed == 0
+    # the report labels what this sweep searched: every parameter in the table, the plot's axes and panels
+    spec = load_spec(name)
+    study = _study(tmp_path, spec.study_name)
+    header = format_table(study).splitlines()[1].split()
+    assert set(spec.space) <= set(header), (spec.space, header)
+    if name == "lora_rank":
+        fig = objective_figure(study)
+        labels = [(ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) for ax in fig.axes if ax.get_title()]
+        assert labels and all(lab[:2] == ("train.lr", "eval.lora_scale") for lab in labels), labels
+        assert all(lab[2].startswith("lora.r ") for lab in labels), labels
+        assert tmp_path / "objective.png" in plots(study, tmp_path)

@@ -18,6 +18,7 @@ from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.paired import PairedDiff, Verdict
 from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.recovery import requeued
+from qtts_sweep.sweep.spec import is_training_param
 from qtts_sweep.sweep.storage import load_existing_study
 
 
@@ -53,9 +54,9 @@ def top_trials(study, k: int) -> list[dict[str, Any]]:
 def format_table(study, k: int = 10) -> str:
     rows = trial_rows(study)
     top = top_trials(study, k)
-    names = sorted({p for r in rows for p in r["params"]})
+    names = searched(study)
     columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
-    head = ["#", "objective"] + [n.split(".")[-1] for n in names] + columns + ["reused"]
+    head = ["#", "objective"] + names + columns + ["reused"]  # full dotted names: `lora.r`, not `r`
     lines = [
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
@@ -87,6 +88,62 @@ def ceiling_row(top: list[dict], n_params: int, columns: list[str], widths: list
     return ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))]
 
 
+def searched(study) -> list[str]:
+    """The sweep's own search space: every parameter its trials were given, in the order the sweep suggests them."""
+    names: dict[str, None] = {}
+    for t in study.get_trials(deepcopy=False):
+        names.update(dict.fromkeys(t.params))
+    return list(names)
+
+
+def plot_axes(names: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(x, y, panel) of the objective plot from the searched parameters: x = eval.epoch and y = eval.lora_scale
+    when searched (the choices that need no retraining), the other axes filled with the first searched ones in
+    order; one panel per value of the first remaining training parameter (e.g. train.lr, lora.r), if any. With one
+    searched parameter, y is None and the plot shows the objective over x."""
+    x = "eval.epoch" if "eval.epoch" in names else None
+    y = "eval.lora_scale" if "eval.lora_scale" in names else None
+    others = [n for n in names if n not in (x, y)]
+    if x is None and others:
+        x = others.pop(0)
+    if y is None and others:
+        y = others.pop(0)
+    if x is None:
+        x, y = y, None
+    panel = next((n for n in others if is_training_param(n)), None)
+    return x, y, panel
+
+
+def _sort_key(v: Any) -> tuple:
+    return (v is None, str(type(v)), v)
+
+
+def objective_figure(study):
+    """The objective over the two plot axes, one panel per value of the panel parameter (`plot_axes`)."""
+    import matplotlib.pyplot as plt
+
+    top = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
+    x, y, panel = plot_axes(searched(study))
+    if not top or x is None:
+        return None
+    values = sorted({r["params"].get(panel) for r in top}, key=_sort_key)
+    fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.5), squeeze=False)
+    for ax, value in zip(axes[0], values, strict=True):
+        pts = [r for r in top if r["params"].get(panel) == value]
+        objective = [r["value"] for r in pts]
+        sc = ax.scatter(
+            [r["params"].get(x) for r in pts],
+            [r["params"].get(y) for r in pts] if y else objective,
+            c=objective,
+            cmap="viridis",
+            s=80,
+        )
+        ax.set(title=f"{panel} {_fmt(value)}" if panel else "", xlabel=x, ylabel=y or "objective")
+        fig.colorbar(sc, ax=ax, label="objective")
+    fig.tight_layout()
+    return fig
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -96,30 +153,17 @@ def _fmt(v: Any) -> str:
 
 
 def plots(study, out: Path) -> list[Path]:
-    """objective over epoch x scale per lr, optimization history, parameter importances (when computable)."""
+    """objective over the searched axes (`objective_figure`), optimization history, parameter importances (when
+    computable)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    top = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
-    lrs = sorted({r["params"].get("train.lr") for r in top}, key=lambda v: (v is None, v))
-    if top:
-        fig, axes = plt.subplots(1, max(len(lrs), 1), figsize=(4 * max(len(lrs), 1), 3.5), squeeze=False)
-        for ax, lr in zip(axes[0], lrs, strict=False):
-            pts = [r for r in top if r["params"].get("train.lr") == lr]
-            sc = ax.scatter(
-                [r["params"].get("eval.epoch", 0) for r in pts],
-                [r["params"].get("eval.lora_scale", 0) for r in pts],
-                c=[r["value"] for r in pts],
-                cmap="viridis",
-                s=80,
-            )
-            ax.set(title=f"lr {lr}", xlabel="epoch", ylabel="lora_scale")
-            fig.colorbar(sc, ax=ax, label="objective")
-        fig.tight_layout()
-        made.append(out / "objective_epoch_scale.png")
+    fig = objective_figure(study)
+    if fig is not None:
+        made.append(out / "objective.png")
         fig.savefig(made[-1], dpi=90)
         plt.close(fig)
     from optuna.visualization import matplotlib as ovm
@@ -157,9 +201,11 @@ def listening_page(
 ) -> Path:
     """HTML: held-out lines x (ground truth, codec ceiling, base model, top trials), audio embedded so it is
     self-contained. The codec ceiling is the ground truth through the codec: the best any trial can sound."""
+    names = searched(study)
     cols = ["ground truth", "codec ceiling", "base model"] + [
-        f"trial {r['number']}<br><small>lr {r['params'].get('train.lr')}, epoch {r['params'].get('eval.epoch')}, "
-        f"scale {r['params'].get('eval.lora_scale')}<br>objective {r['value']:.3f}</small>"
+        f"trial {r['number']}<br><small>"
+        + html.escape(", ".join(f"{n} {_fmt(r['params'].get(n))}" for n in names))
+        + f"<br>objective {r['value']:.3f}</small>"
         for r in top
     ]
     parts = [

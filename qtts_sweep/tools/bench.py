@@ -301,7 +301,9 @@ def _overfit_for_eos(synth, lines: list, steps: int) -> None:
         p.requires_grad = False
 
 
-def bench_synth(n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3) -> float:
+def bench_synth(
+    n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3, overrides: list[str] | None = None
+) -> float:
     """Batched vs one-by-one greedy synthesis of lines of different lengths, identical codes both ways.
 
     The tiny model is overfit on the lines first so it emits EOS (a random model runs every line to its cap, which
@@ -318,7 +320,7 @@ def bench_synth(n_lines: int = 8, overfit_steps: int = 300, repeats: int = 3) ->
     from qtts_sweep.model import modeling
 
     with tempfile.TemporaryDirectory(prefix="qtts-bench-synth-") as tmp:
-        cfg = load_config(["model=tiny", f"paths.runs_dir={tmp}"])
+        cfg = load_config(["model=tiny", f"paths.runs_dir={tmp}", *(overrides or [])])
         ds = prepare_dataset(cfg, progress=False)
         lines = held_out_lines(ds, "train", 200)
         lines = sorted(lines, key=lambda ln: len(ln.codes))  # spread of lengths: every k-th by length
@@ -381,8 +383,10 @@ space:
 """
 
 
-def bench_workers(overrides: list[str] | None = None) -> float:
+def bench_workers(overrides: list[str] | None = None, n_trials: int = 16) -> float:
     """The same 16-trial tiny sweep with 1 and with 2 drivers (one CPU thread each), side by side.
+
+    n_trials < 16 runs that many points of the grid (a smoke test's size).
 
     Prints, for each, epochs trained vs the lower bound (distinct training keys x highest epoch asked of each) and
     (key, epoch) pairs trained twice, then the wall ratio 2 workers / 1 worker as `ratio: <x>`.
@@ -395,7 +399,7 @@ def bench_workers(overrides: list[str] | None = None) -> float:
     walls = {}
     with tempfile.TemporaryDirectory(prefix="qtts-bench-workers-") as tmp:
         sweep = Path(tmp) / "bench_workers.yaml"
-        sweep.write_text(BENCH_WORKERS_SWEEP)
+        sweep.write_text(BENCH_WORKERS_SWEEP.replace("n_trials: 16", f"n_trials: {n_trials}"))
         models = Path(tmp) / "models"
         build_tiny_model(models / "tiny-seed0", seed=0)
         for n in (1, 2):
