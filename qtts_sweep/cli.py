@@ -59,7 +59,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qtts_sweep.config.loader import load_config
-    from qtts_sweep.evaluate.scoring import run_synth
+    from qtts_sweep.evaluate.synth_command import run_synth
 
     texts = list(args.text or [])
     if args.text_file:

@@ -176,7 +176,7 @@ def test_a_truncated_checkpoint_is_recomputed_to_the_same_bytes(tmp_path, capsys
 
 @pytest.mark.slow
 def test_a_damaged_evaluation_cache_entry_is_moved_aside_and_recomputed(runs_dir, capsys):
-    from qtts_sweep.evaluate.scoring import run_synth
+    from qtts_sweep.evaluate.synth_command import run_synth
 
     # a decoding seed no other test uses: this test's cache entry is its own
     cfg = load_config([*FAST, *CHEAP, "eval.metrics.speaker=none", "eval.decoding.seed=424242"])

@@ -5,6 +5,10 @@ its values break, as `Problem`s that carry the key path, the value, the rule and
 them all together, so a schema object can never exist in an invalid state. Cross-group rules live on `Config`.
 
 This module is pure: no torch, no Hydra composition (see `qtts_sweep.config.loader` for loading).
+
+Longer than the ~450-line guideline: one dataclass per config group, each with the rules of its own values next
+to its fields, so a reader finds a key and its checks in one place; splitting by group would spread the shared
+`Problem` machinery over many small files without making any one rule easier to find.
 """
 
 from __future__ import annotations

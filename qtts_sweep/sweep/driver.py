@@ -56,6 +56,10 @@ def key_material(cfg: Config, key: str) -> dict:
 class SweepDriver:
     """Runs one study to its budget.
 
+    Longer than most classes here (~200 lines) because the loop's steps share one worker, one study and one
+    tracker for the driver's whole life; each method is one step (prepare, run, budget check, one trial, relay,
+    fail), and everything that is not the loop lives in its own module (see the module docstring).
+
     `compose(overrides) -> Config` builds and validates the base config once (Hydra); each trial's config is the
     base with the sampled leaves applied (`apply_params`).
     """

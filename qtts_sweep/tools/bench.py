@@ -315,7 +315,8 @@ def bench_synth(
 
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.data.prepare import prepare_dataset
-    from qtts_sweep.evaluate.scoring import MetricSuite, held_out_lines
+    from qtts_sweep.evaluate.scoring import held_out_lines
+    from qtts_sweep.evaluate.suite import MetricSuite
     from qtts_sweep.evaluate.synth import Synthesizer
     from qtts_sweep.model import modeling
 

@@ -68,6 +68,10 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
+    """The MLflow side of every record the package keeps: one short method per thing logged (training run,
+    parent run, trial run, registry), over one `MlflowClient`. Long as a class (~180 lines) because it mirrors
+    `NullTracker` method for method; splitting it would scatter the tag/experiment layout documented above."""
+
     enabled = True
 
     def __init__(self, cfg: TrackingConfig):

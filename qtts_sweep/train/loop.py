@@ -290,6 +290,8 @@ def _wait_for_holder(run: TrainingRun, epoch: int, start: int, lease: TrainingLe
             return
 
 
+# The training loop: long (~85 lines) on purpose, the usual exception; the loss, checkpoint writing, the lease
+# and the data live elsewhere, and what is left reads top to bottom as one epoch.
 def _train_epochs(
     cfg: Config,
     run: TrainingRun,
