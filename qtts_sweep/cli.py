@@ -168,6 +168,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Declarations only (one block per subcommand), hence long; every subcommand body is a few lines above.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qtts-sweep",
