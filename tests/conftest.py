@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import pg_cluster  # noqa: F401  (one PostgreSQL cluster per session, shared by every module)
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEMO_DIR = PROJECT_DIR / "data" / "demo"
 # Cheap sweep trials on the tiny preset: two optimizer steps per epoch, two short val lines, no MOS model.
