@@ -121,6 +121,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return sweep.launch(args.name, args.overrides, args.config_dir, args.workers, args.devices)
 
 
+def _cmd_tracking_server(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.tracking.server import serve
+
+    cfg = load_config(args.overrides, args.config_dir)
+    sqlite = cfg.tracking.tracking_uri if cfg.tracking.tracking_uri.startswith("sqlite:") else None
+    backend = (
+        args.backend_store_uri
+        or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+        or sqlite
+        or f"sqlite:///{Path(cfg.paths.runs_dir) / 'mlflow.db'}"
+    )
+    artifacts = args.artifact_root or cfg.tracking.artifact_location
+    return serve(backend, artifacts, args.host, args.port, args.allowed_hosts, args.workers)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.sweep.report import report_command
@@ -227,6 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="--join: this driver's number (offsets the sampler seed)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "tracking-server", help="run an MLflow server for many workers (loopback unless --host); prints the URI to use"
+    )
+    p.add_argument(
+        "--backend-store-uri",
+        help="e.g. postgresql+psycopg://USER@HOST/DB with the password in ~/.pgpass (also MLFLOW_BACKEND_STORE_URI); "
+        "default: the SQLite store of tracking.tracking_uri",
+    )
+    p.add_argument("--artifact-root", help="artifact folder (default: tracking.artifact_location)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default 127.0.0.1; anything else exposes an unauthenticated server)",
+    )
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--allowed-hosts", help="Host headers to accept (default: the address served)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (more for many concurrent writers)")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_tracking_server)
 
     p = sub.add_parser("report", help="print a study's top trials (and failures) from its Optuna storage")
     p.add_argument("study", help="the study name (the sweep file's study_name)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import pg_cluster  # noqa: F401  (one PostgreSQL cluster per session, shared by every module)
+from tests.services import mlflow_pg_server, pg_cluster  # noqa: F401  (one of each per session, for every module)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEMO_DIR = PROJECT_DIR / "data" / "demo"

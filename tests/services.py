@@ -155,3 +155,18 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_server(pg_cluster, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with its backend store in the session's PostgreSQL (the URI carries the
+    password, the worst case for leaks); clients log over HTTP. Yields (handle, artifact root)."""
+    from qtts_sweep.tracking.server import start_mlflow_server
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    backend = pg_cluster.url(pg_cluster.create_db("mlflow"), with_password=True)
+    handle = start_mlflow_server(backend, root / "artifacts", timeout=240)
+    try:
+        yield handle, root
+    finally:
+        handle.stop()

@@ -578,6 +578,46 @@ class PathsConfig(_Validated):
 
 
 @dataclass
+class LauncherConfig(_Validated):
+    """Where the drivers of `qtts-sweep sweep --workers N` run: local processes, or a SLURM job array (submitit).
+
+    The SLURM fields map to sbatch options; each job runs one driver (`join_study`) against the shared study.
+    """
+
+    _group = "launcher"
+    kind: str = choice("local", ("local", "slurm"), "local: N processes here; slurm: a job array of N jobs")
+    # submitit's executor for kind=slurm: `slurm` submits with sbatch; `local` runs the same job array as local
+    # processes through submitit's LocalExecutor (try a launch on a laptop, and the tests).
+    cluster: str = choice("slurm", ("slurm", "local"))
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 240  # the wall-clock limit of each job (sbatch --time), in minutes
+    mem: str | None = "32G"
+    gres: str | None = "gpu:1"  # one GPU per job (one driver per GPU); null on a CPU-only partition
+    cpus: int = 8  # sbatch --cpus-per-task; also the model worker's CPU threads
+    setup: list[str] = field(default_factory=list)  # shell lines run before the driver (module load, venv)
+    log_folder: str = "runs/slurm/%j"  # submitit's folder per job: its stdout/stderr, pickled call and result
+    # SIGTERM this long before the time limit, so the running trial is failed and re-queued before the SIGKILL.
+    signal_delay_s: int = 120
+    wait: bool = False  # block until every job ends, then print the sweep report (always true for cluster=local)
+
+    def problems(self, prefix: str | None = "launcher") -> list[Problem]:
+        out: list[Problem] = []
+        _check(self.time_min >= 1, out, f"{prefix}.time_min", self.time_min, "must be >= 1", "e.g. 240")
+        _check(self.cpus >= 1, out, f"{prefix}.cpus", self.cpus, "must be >= 1", "e.g. 8")
+        _check(
+            0 <= self.signal_delay_s < self.time_min * 60,
+            out,
+            f"{prefix}.signal_delay_s",
+            self.signal_delay_s,
+            f"must be >= 0 and below the time limit ({self.time_min * 60} s)",
+            "lower launcher.signal_delay_s or raise launcher.time_min",
+        )
+        return out
+
+
+@dataclass
 class Config(_Validated):
     """The whole resolved config."""
 
@@ -588,6 +628,7 @@ class Config(_Validated):
     eval: EvalConfig = MISSING
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 0
 
     _group = ""
@@ -618,6 +659,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "eval": EvalConfig,
     "tracking": TrackingConfig,
     "paths": PathsConfig,
+    "launcher": LauncherConfig,
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import TrackingConfig
+from qtts_sweep.util.urls import redact
 
 STUDY_PREFIX = "qtts-study-"
 
@@ -217,8 +218,10 @@ class MlflowTracker(NullTracker):
             self.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in _finite(metrics).items()])
 
     def ui_command(self) -> str:
+        if self.cfg.tracking_uri.startswith(("http://", "https://")):
+            return f"open {redact(self.cfg.tracking_uri)} (switch to 'Model training')"
         return (
-            f"mlflow ui --backend-store-uri {self.cfg.tracking_uri} --host 127.0.0.1 --port 5000"
+            f"mlflow ui --backend-store-uri {redact(self.cfg.tracking_uri)} --host 127.0.0.1 --port 5000"
             "   # then open http://127.0.0.1:5000 (switch to 'Model training')"
         )
 
