@@ -91,6 +91,12 @@ class PgCluster:
             conn.autocommit = True
             conn.execute(statement)
 
+    def dump(self, dbname: str) -> str:
+        """The whole database as SQL text (every row of every table), for grepping."""
+        argv = [str(self.bindir / "pg_dump"), "-h", str(self.sock), "-p", str(self.port), "-U", "postgres", dbname]
+        out = subprocess.run([*self._as, *argv], capture_output=True, text=True, check=True)
+        return out.stdout
+
     def create_db(self, name: str) -> str:
         """A fresh database owned by `qtts`; returns its name."""
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

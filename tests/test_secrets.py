@@ -1,0 +1,45 @@
+"""A password in the study's storage URL and in the MLflow server's backend URI never lands anywhere the project
+writes: console output, runs/ (Hydra's .hydra/ files, reports, logs), the MLflow store (params, tags, artifacts,
+the server log) or the Optuna study itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import CHEAP, PROJECT_DIR
+from tests.test_launcher_slurm import two_trial_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def files_containing(root, needle: str) -> list[str]:
+    data = needle.encode()
+    return [str(p) for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def test_password_never_written(pg_cluster, mlflow_pg_server, tmp_path, tiny_model_dir):
+    server, server_root = mlflow_pg_server
+    secret = pg_cluster.password
+    db = pg_cluster.create_db("secret_study")
+    storage = pg_cluster.url(db, with_password=True)
+    runs = tmp_path / "runs"
+    cmd = [
+        sys.executable, "-m", "qtts_sweep.cli", "sweep", str(two_trial_sweep(tmp_path)), "--workers", "2",
+        "--storage", storage, *CHEAP, f"paths.runs_dir={runs}", f"paths.models_dir={tiny_model_dir.parent}",
+        f"tracking.tracking_uri={server.uri}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_DIR, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert secret not in out.stdout + out.stderr
+    # the sweep ran and wrote what we grep: Hydra's files, the report, the study and its MLflow runs
+    assert list(runs.rglob(".hydra/*.yaml")) or list(runs.rglob("multirun.yaml")), sorted(runs.rglob("*"))[:20]
+    assert files_containing(runs, "qtts:***@") or "qtts:***@" in out.stdout  # redacted, not dropped
+    assert files_containing(runs, secret) == []
+    assert files_containing(server_root, secret) == []  # artifacts + the server's own log
+    mlflow_rows, study_rows = pg_cluster.dump("mlflow"), pg_cluster.dump(db)
+    assert "qtts:***@" in mlflow_rows  # the parent run's storage param, redacted
+    assert secret not in mlflow_rows and secret not in study_rows
+    assert "COMPLETE" in study_rows
