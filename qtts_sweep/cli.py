@@ -118,6 +118,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.workers < 1:
         raise SystemExit("error: --workers must be >= 1")
+    from qtts_sweep.sweep import slurm
+
+    if slurm.launcher_kind(args.name, args.overrides, args.config_dir) == "slurm":
+        slurm.submit(args.name, args.overrides, args.workers, args.config_dir)
+        return 0
     return sweep.launch(args.name, args.overrides, args.config_dir, args.workers, args.devices)
 
 

@@ -68,7 +68,7 @@ def test_sbatch_script_has_the_resources_and_sigterm(tmp_path):
 @pytest.mark.slow
 def test_local_executor_two_jobs_share_the_budget(tmp_path, tiny_model_dir):
     """Two submitit jobs (its local executor), one driver each, on one study: the budget of 2 is respected."""
-    from qtts_sweep.sweep.launch import launch
+    from qtts_sweep.cli import main
     from qtts_sweep.sweep.storage import journal_storage
 
     sweep = two_trial_sweep(tmp_path)
@@ -76,7 +76,7 @@ def test_local_executor_two_jobs_share_the_budget(tmp_path, tiny_model_dir):
         *CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}", "tracking=none",
         "launcher=slurm", "launcher.cluster=local", "launcher.cpus=1", "launcher.time_min=20",
     ]  # fmt: skip
-    assert launch(str(sweep), overrides, workers=2) == 0
+    assert main(["sweep", str(sweep), "--workers", "2", *overrides]) == 0
     states = study_states(journal_storage(str(tmp_path)))
     assert states.count("COMPLETE") >= 2 and states.count("COMPLETE") <= 3, states  # overshoot <= workers - 1
     logs = sorted((tmp_path / "slurm").rglob("*_log.out"))

@@ -265,11 +265,6 @@ def launch(
     from qtts_sweep.sweep.hydra_app import run
 
     spec, cfg = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
-    if cfg.launcher.kind == "slurm":  # a job array of drivers instead of local processes (sweep/slurm.py)
-        from qtts_sweep.sweep.slurm import submit
-
-        submit(name, overrides, workers, config_dir)
-        return 0
     sweep_dir = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name
     argv = [
         "--multirun",

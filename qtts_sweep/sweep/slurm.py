@@ -118,6 +118,14 @@ def check_services(cfg: Config, storage_url: str) -> None:
         )
 
 
+def launcher_kind(name: str, overrides: list[str], config_dir: str | None = None) -> str:
+    """`local` or `slurm`: the launcher group of the config the sweep's trials start from."""
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.launch import resolve_spec
+
+    return resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)[1].launcher.kind
+
+
 def submit(
     name: str, overrides: list[str], workers: int, config_dir: str | None = None, wait: bool | None = None
 ) -> list:
