@@ -34,9 +34,9 @@ def test_password_never_written(pg_cluster, mlflow_pg_server, tmp_path, tiny_mod
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_DIR, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert secret not in out.stdout + out.stderr
-    # the sweep ran and wrote what we grep (report, evals, MLflow artifacts; the qtts sweeper runs no Hydra job,
-    # so Hydra saves no .hydra/ folder: any it did save would be under runs/ and grepped too)
-    assert any((runs / "sweeps" / "tiny" / "report").iterdir()) and any((runs / "mlartifacts").iterdir())
+    # the sweep ran and wrote what we grep (report, evals, store; the qtts sweeper runs no Hydra job, so Hydra
+    # saves no .hydra/ folder: any it did save would be under runs/ and grepped too)
+    assert any((runs / "sweeps" / "tiny" / "report").iterdir()) and any((runs / "store").iterdir())
     assert files_containing(runs, secret) == []
     assert files_containing(server_root, secret) == []  # artifacts + the server's own log
     mlflow_rows, study_rows = pg_cluster.dump("mlflow"), pg_cluster.dump(db)

@@ -63,6 +63,7 @@ def test_sweep_survives_a_restart(pg_cluster, tmp_path, tiny_model_dir):
     from optuna.trial import TrialState
 
     url = pg_cluster.url(pg_cluster.create_db("midsweep"), with_password=True)
+    make_storage(url)  # the schema, before the watcher below and the driver both reach for it
     driver = tiny_sweep(tmp_path, tiny_model_dir, n_trials=2, storage=url)
     restarted = threading.Event()
 
