@@ -159,6 +159,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.tools.dry_run import format_report, run_dry_run
+
+    cfg = load_config(args.overrides, args.config_dir)
+    report = run_dry_run(cfg, n_lines=args.lines, steps=args.steps, frames=args.frames, keep=args.keep)
+    print(format_report(report))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.tools.demo import run_demo
@@ -271,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=24, help="sweep: trials of the reuse sweep")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "dry-run",
+        help="the whole path at the real model size with random weights on a few lines; prints a GPU memory plan",
+    )
+    p.add_argument("--lines", type=int, default=4, help="demo lines to run (the longest + the shortest others)")
+    p.add_argument("--steps", type=int, default=2, help="training steps of the one epoch")
+    p.add_argument("--frames", type=int, default=12, help="frames synthesized per line (a random model never stops)")
+    p.add_argument("--keep", metavar="DIR", help="write the run (data, checkpoint, bundle, export) here and keep it")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_dry_run)
 
     p = sub.add_parser("demo", help="the whole workflow on the tiny preset: prepare, sweep, promote, synthesize")
     _add_config_args(p)
