@@ -80,6 +80,18 @@ class PhaseMeter:
         self.log(f"  {name}: {self.rows[-1].seconds:.1f} s, {self.kind} {peak / GIB:.2f} GiB")
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc keeps it otherwise), so the next phase's
+    model load and its peak RSS start from what is really in use."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def _reset_rss_peak() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -468,7 +480,7 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
         result = ensure_epoch(cfg, 1, run=run, progress=False, loaded=loaded)
         epoch_s = time.perf_counter() - t0
         del loaded
-        gc.collect()
+        release_memory()
     with meter.phase("checkpoint load + greedy synthesis + metrics"):
         synth = _timed_synthesizer(cfg)
         ref = modeling.load_audio_24k(ds.ref_audio)
@@ -478,15 +490,15 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
         )
         timing = {"synth_s": synth.seconds, "synth_audio_s": synth.audio_s}
         del synth
-        gc.collect()
+        release_memory()
     storage = f"sqlite:///{Path(cfg.paths.runs_dir) / 'optuna.db'}"
     _record_trial(cfg, storage, ev, result.checkpoint, run.key)
     with meter.phase("promote (test split scored)"):
         promoted = promote(cfg, STUDY, storage, name=STUDY)
-        gc.collect()
+        release_memory()
     with meter.phase("export merged model"):
         exported = export_merged(cfg, str(promoted.bundle), Path(cfg.paths.runs_dir) / "export")
-        gc.collect()
+        release_memory()
     return {
         "train_epoch_s": epoch_s,
         "train_steps": steps_per_epoch(cfg, len(ds.splits["train"]))[0],
@@ -501,7 +513,7 @@ def run_dry_run(
     cfg: Config,
     n_lines: int = 4,
     steps: int = 2,
-    frames: int = 12,
+    frames: int = 8,
     keep: str | None = None,
     log: Callable[[str], None] = print,
 ) -> DryRunReport:
