@@ -8,6 +8,10 @@ Qwen3-TTS Base checkpoint (talker, code predictor, speaker encoder, text tokeniz
 What this is not: a fake. No module of the model is replaced. Only sizes shrink; the token-id layout (codec
 vocabulary 3072 with 2048 audio codes, the special ids, 16 code groups, 12.5 Hz frames at 24 kHz) is the real
 one, so an off-by-one in the loss alignment shows up here as it would on the 1.7B model.
+
+Also here: the larger random shapes (`shapes/*.json`: the published 1.7B / 0.6B Base sizes with their source, a
+mid-size benchmark shape, the 12 Hz codec) and `build_shaped_model`, which writes a random-weight folder of a
+published shape with the real Qwen text tokenizer for the full-size dry run (tools/dry_run.py).
 """
 
 from __future__ import annotations
