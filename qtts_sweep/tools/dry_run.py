@@ -80,6 +80,19 @@ class PhaseMeter:
         self.log(f"  {name}: {self.rows[-1].seconds:.1f} s, {self.kind} {peak / GIB:.2f} GiB")
 
 
+def return_freed_memory_to_the_os() -> None:
+    """Make glibc serve every allocation of 1 MiB or more with its own mmap, so a freed model's tensors go back to
+    the OS at once. By default the threshold grows to 32 MiB after the first large free, after which a whole
+    1.7B model of 16 MiB tensors stays on the heap, fragmented, and the next phase's model load adds to it
+    (peak RSS 18 GB for 1.7B fp32 instead of ~10)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; setting it also stops its growth
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap memory back to the OS (glibc keeps it otherwise), so the next phase's
     model load and its peak RSS start from what is really in use."""
@@ -522,6 +535,7 @@ def run_dry_run(
     from qtts_sweep.model.tiny import build_shaped_model
 
     shape = dry_run_shape(cfg)
+    return_freed_memory_to_the_os()
     params = count_params(shape)
     published, _ = check_published(shape, params)  # before anything heavy: wrong shape data stop here
     device = resolve_device(cfg.model.device)
