@@ -80,19 +80,6 @@ class PhaseMeter:
         self.log(f"  {name}: {self.rows[-1].seconds:.1f} s, {self.kind} {peak / GIB:.2f} GiB")
 
 
-def return_freed_memory_to_the_os() -> None:
-    """Make glibc serve every allocation of 1 MiB or more with its own mmap, so a freed model's tensors go back to
-    the OS at once. By default the threshold grows to 32 MiB after the first large free, after which a whole
-    1.7B model of 16 MiB tensors stays on the heap, fragmented, and the next phase's model load adds to it
-    (peak RSS 18 GB for 1.7B fp32 instead of ~10)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; setting it also stops its growth
-    except (OSError, AttributeError):
-        pass  # not glibc
-
-
 def release_memory() -> None:
     """Collect garbage and hand freed heap memory back to the OS (glibc keeps it otherwise), so the next phase's
     model load and its peak RSS start from what is really in use."""
@@ -321,7 +308,9 @@ def saved_activation_bytes(model: Any, as_dtype_size: int) -> Iterator[list[int]
         if ptr not in resident and ptr not in seen:
             n = storage.nbytes()
             seen[ptr] = n // t.element_size() * as_dtype_size if t.is_floating_point() else n
-        return t
+        # Detached: returning `t` itself would make an op's saved output own its own grad_fn, a reference cycle
+        # through C++ that Python's gc cannot see (the whole graph of a forward-only pass would leak).
+        return t.detach()
 
     total: list[int] = []
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -535,7 +524,6 @@ def run_dry_run(
     from qtts_sweep.model.tiny import build_shaped_model
 
     shape = dry_run_shape(cfg)
-    return_freed_memory_to_the_os()
     params = count_params(shape)
     published, _ = check_published(shape, params)  # before anything heavy: wrong shape data stop here
     device = resolve_device(cfg.model.device)
