@@ -61,13 +61,15 @@ def test_bf16_cuda_batched_greedy_equals_one_by_one(tmp_path):
 def test_bf16_cuda_bundle_reproduces_the_trials_logged_audio(tmp_path, tiny_model_dir):
     import soundfile as sf
 
-    from qtts_sweep.production.promote import bundle_synthesizer, load_bundle, promote
+    from qtts_sweep.production.bundle import Bundle
+    from qtts_sweep.production.promote import promote
+    from qtts_sweep.production.serve import bundle_synthesizer
 
     driver = tiny_sweep(tmp_path, tiny_model_dir, n_trials=2, extra=GPU)
     driver.run()
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     r = promote(driver.cfg0, "tiny", storage)
-    bundle = load_bundle(r.bundle)
+    bundle = Bundle.load(r.bundle)
     import optuna
 
     trial = optuna.load_study(study_name="tiny", storage=storage).trials[r.trial]

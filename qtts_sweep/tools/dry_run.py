@@ -418,56 +418,50 @@ def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callabl
     return plan
 
 
-def _timed_synthesizer(cfg: Config) -> Any:
-    """A Synthesizer that adds up the wall time of its generate calls and the audio they produce."""
-    from qtts_sweep.evaluate.synth import Synthesizer
+def _timed(synth: Any, totals: dict[str, float]) -> None:
+    """Add up the wall time of this synthesizer's generate calls and the audio they produce in `totals`."""
+    generate = synth.generate
 
-    class TimedSynthesizer(Synthesizer):
-        seconds = 0.0
-        audio_s = 0.0
+    def timed_generate(lines, dec, batch_size, seed_index=0, decode_audio=True):
+        t0 = time.perf_counter()
+        out = generate(lines, dec, batch_size, seed_index, decode_audio)
+        totals["synth_s"] += time.perf_counter() - t0
+        totals["synth_audio_s"] += sum(s.codes.shape[0] for s in out) / FRAME_RATE
+        return out
 
-        def generate(self, lines, dec, batch_size, seed_index=0, decode_audio=True):
-            t0 = time.perf_counter()
-            out = super().generate(lines, dec, batch_size, seed_index, decode_audio)
-            self.seconds += time.perf_counter() - t0
-            self.audio_s += sum(s.codes.shape[0] for s in out) / FRAME_RATE
-            return out
-
-    return TimedSynthesizer(cfg)
+    synth.generate = timed_generate
 
 
-def _record_trial(cfg: Config, storage: str, ev: Any, checkpoint: Path, key: str) -> None:
-    """The one-trial study `promote` reads: what a sweep would have recorded for this (checkpoint, scale). Storage
-    only; no sampler or pruner is involved."""
-    import optuna
+def _record_trial(cfg: Config, storage: str, ev: Any, result: Any) -> None:
+    """The one-trial study `promote` reads, with what a sweep records for a completed trial."""
+    from qtts_sweep.sweep.record import record_scored_point
 
-    value = ev.objective if math.isfinite(ev.objective) else 0.0
-    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True)
-    study.add_trial(
-        optuna.trial.create_trial(
-            params={"eval.epoch": cfg.eval.epoch, "eval.lora_scale": cfg.eval.lora_scale},
-            distributions={
-                "eval.epoch": optuna.distributions.IntDistribution(1, cfg.train.max_epochs),
-                "eval.lora_scale": optuna.distributions.FloatDistribution(0.0, 2.0),
-            },
-            value=value,
-            user_attrs={
-                "checkpoint": str(checkpoint),
-                "training_key": key,
-                "summary": {k: v for k, v in ev.summary.items() if not k.endswith("_std")},
-            },
-        )
+    record_scored_point(
+        storage,
+        STUDY,
+        {"eval.epoch": cfg.eval.epoch, "eval.lora_scale": cfg.eval.lora_scale},
+        cfg.train.max_epochs,
+        {
+            "training_key": result.key,
+            "checkpoint": str(result.checkpoint),
+            "eval_dir": str(ev.dir),
+            "trained": result.trained,
+            "epoch_metrics": {str(e): m for e, m in result.metrics.items()},
+            "summary": ev.summary,
+            "objective": ev.objective,
+        },
     )
 
 
 def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any], None]) -> dict[str, Any]:
     """The package's own entry points, in order; `measure(loaded, dataset)` runs on the loaded training model
-    before its epoch. The only place that calls into prepare / train / evaluate / promote."""
+    before its epoch. The only place that calls into prepare / train / evaluate / promote / export."""
     from qtts_sweep.data.prepare import prepare_dataset
-    from qtts_sweep.evaluate.scoring import MetricSuite, evaluate, held_out_lines
+    from qtts_sweep.evaluate.scoring import Point, Scorer
     from qtts_sweep.model import modeling
     from qtts_sweep.model.lora import apply_lora
-    from qtts_sweep.production.promote import export_merged, promote
+    from qtts_sweep.production.export import export_merged
+    from qtts_sweep.production.promote import promote
     from qtts_sweep.train.loop import ensure_epoch, resolve_run, steps_per_epoch
 
     with meter.phase("prepare (real-size codec)"):
@@ -483,18 +477,15 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
         epoch_s = time.perf_counter() - t0
         del loaded
         release_memory()
-    with meter.phase("checkpoint load + greedy synthesis + metrics"):
-        synth = _timed_synthesizer(cfg)
-        ref = modeling.load_audio_24k(ds.ref_audio)
-        lines = held_out_lines(ds, cfg.eval.split, cfg.eval.max_lines)
-        ev = evaluate(
-            cfg, synth, MetricSuite(cfg, synth), lines, ref, run.key, 1, cfg.eval.lora_scale, result.checkpoint
-        )
-        timing = {"synth_s": synth.seconds, "synth_audio_s": synth.audio_s}
-        del synth
+    totals = {"synth_s": 0.0, "synth_audio_s": 0.0}
+    with meter.phase("checkpoint load + synthesis + ceiling + metrics"):
+        scorer = Scorer()
+        _timed(scorer.ensure(cfg), totals)
+        ev = scorer.score(cfg, ds, Point(run.key, 1, result.checkpoint, cfg.eval.lora_scale))
+        del scorer
         release_memory()
     storage = f"sqlite:///{Path(cfg.paths.runs_dir) / 'optuna.db'}"
-    _record_trial(cfg, storage, ev, result.checkpoint, run.key)
+    _record_trial(cfg, storage, ev, result)
     with meter.phase("promote (test split scored)"):
         promoted = promote(cfg, STUDY, storage, name=STUDY)
         release_memory()
@@ -507,7 +498,7 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
         "eval": ev,
         "bundle": str(promoted.bundle),
         "export": str(exported),
-        **timing,
+        **totals,
     }
 
 
