@@ -33,7 +33,7 @@ test: install ## the whole test suite (what CI runs)
 test-fast: install ## unit tests only (skips the slow end-to-end tests)
 	$(PY) -m pytest -q -m "not slow"
 
-dry-run: install ## the whole path at the 1.7B size (random weights, CPU ok: ~7 GB RAM); prints a GPU memory plan
+dry-run: install ## the whole path at the 1.7B size, random weights (CPU: ~13 GB RAM, ~14 min); prints a GPU memory plan
 	$(VENV)/bin/qtts-sweep dry-run model=qwen3_tts_1.7b_base $(ARGS)
 
 lint: install ## ruff lint + format check
