@@ -459,5 +459,5 @@ def build_shaped_model(out_dir: str | os.PathLike, shape: str, seed: int = 0) ->
         EncodecFeatureExtractor(
             feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, return_attention_mask=True
         ).save_pretrained(tmp / "speech_tokenizer")
-        _normalize_json_files(tmp)
+        normalize_json_files(tmp)
     return out
