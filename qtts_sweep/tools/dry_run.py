@@ -1,0 +1,619 @@
+"""`qtts-sweep dry-run`: the whole path at a published model's real size, random weights, a few demo lines.
+
+Builds (once, cached under `paths.models_dir`) a random-weight Base model with the published sizes of
+`model=qwen3_tts_1.7b_base` / `qwen3_tts_0.6b_base` (qtts_sweep/model/shapes/), the real Qwen text tokenizer and
+the 12 Hz codec at its real size, then runs the package's own entry points on the chosen device in a temporary
+runs folder: prepare (real codec), one LoRA epoch of a few steps, checkpoint save + load, a short greedy
+synthesis per held-out line, metrics, promote (test split) and export. It prints parameter counts (checked
+against the published size), peak memory and time per phase, seconds per training step and per synthesized
+second, and a memory plan for training in bf16 at the dataset's longest line.
+
+The memory plan's terms and how each is measured are in docs/real-size.md. Not here: any of the pipeline's
+logic (prepare, train, evaluate, promote are called, never copied) and the model shapes (model/tiny.py + data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qtts_sweep.config.schema import Config, Problem, ValidationError
+from qtts_sweep.data.manifest import read_manifest
+from qtts_sweep.model.tiny import load_shape, published_shape, shape_names
+
+GIB = 2**30
+FRAME_RATE = 12.5  # codec frames per second
+PROMPT_ROWS = 10  # talker positions besides text and frames (modeling.prompt_embeds: 3 role + 5 prefix + eos + bos)
+CARDS_GB = (24, 40, 80)
+PLAN_BATCHES = (1, 2, 4)
+# Allowance for the CUDA context and allocator fragmentation, which max_memory_allocated does not see. A stated
+# allowance, not a measurement; the GPU run prints the measured reserved-vs-allocated gap beside it.
+RESERVE_GIB = 1.5
+PARAM_TOLERANCE = 0.10  # published size vs our count without the text-embedding table
+STUDY = "dryrun"
+
+
+@dataclass
+class PhaseRow:
+    name: str
+    seconds: float
+    peak_bytes: int
+
+
+class PhaseMeter:
+    """Wall time and peak memory per phase: CUDA max allocated on a GPU, else the process's peak RSS (VmHWM,
+    reset at each phase start through /proc/self/clear_refs)."""
+
+    def __init__(self, device: str, log: Callable[[str], None]):
+        self.cuda = device.startswith("cuda")
+        self.rows: list[PhaseRow] = []
+        self.log = log
+
+    @property
+    def kind(self) -> str:
+        return "CUDA peak allocated" if self.cuda else "peak RSS (CPU)"
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_rss_peak()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() if self.cuda else _rss_peak()
+        self.rows.append(PhaseRow(name, time.perf_counter() - t0, peak))
+        self.log(f"  {name}: {self.rows[-1].seconds:.1f} s, {self.kind} {peak / GIB:.2f} GiB")
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc keeps it otherwise), so the next phase's
+    model load and its peak RSS start from what is really in use."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
+def _reset_rss_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the peak is then the process-wide high-water mark
+
+
+def _rss_peak() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class ActPoint:
+    """One measured training step: batch, talker positions per line, saved-for-backward bytes (bf16-equivalent),
+    CUDA peak above the resident state (None on CPU), step seconds (None when forward only)."""
+
+    batch: int
+    positions: int
+    saved_bytes: int
+    cuda_peak_delta: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class MemoryPlan:
+    weights_bytes: int  # talker + code predictor + speaker encoder, bf16
+    codec_bytes: int  # the speech tokenizer, resident on the device with the model, bf16
+    lora_bytes: int
+    grad_bytes: int
+    optim_bytes: int
+    points: list[ActPoint]
+    longest_positions: int
+    resident_cuda: int | None = None  # allocated after a step (weights + LoRA + optimizer state), CUDA only
+    reserved_gap: int | None = None  # CUDA reserved minus allocated at the peak (fragmentation), CUDA only
+
+    def fit(self) -> tuple[float, float]:
+        """(intercept, bytes per talker position) of saved activations per line, from the two batch-1 points."""
+        ones = sorted((p for p in self.points if p.batch == 1), key=lambda p: p.positions)
+        lo, hi = ones[0], ones[-1]
+        slope = (hi.saved_bytes - lo.saved_bytes) / max(hi.positions - lo.positions, 1)
+        return lo.saved_bytes - slope * lo.positions, slope
+
+    def activations(self, batch: int, positions: int) -> float:
+        a, b = self.fit()
+        return batch * (a + b * positions)  # padded batches: every line as long as the longest
+
+    def fixed(self) -> int:
+        return self.weights_bytes + self.codec_bytes + self.lora_bytes + self.grad_bytes + self.optim_bytes
+
+    def estimate(self, batch: int) -> float:
+        return self.fixed() + self.activations(batch, self.longest_positions)
+
+    def measured(self, batch: int) -> int | None:
+        for p in self.points:
+            if p.batch == batch and p.positions == self.longest_positions and p.cuda_peak_delta is not None:
+                return (self.resident_cuda or 0) + p.cuda_peak_delta
+        return None
+
+    def best(self, batch: int) -> float:
+        m = self.measured(batch)
+        return float(m) if m is not None else self.estimate(batch)
+
+    def largest_batch(self, card_gb: int) -> int:
+        """Largest batch whose total fits the card less the reserve (linear in batch between measurements)."""
+        usable = card_gb * 1e9 - RESERVE_GIB * GIB
+        one, two = self.best(1), self.best(2)
+        per_line = max(two - one, 1.0)
+        if one > usable:
+            return 0
+        return int(1 + (usable - one) // per_line)
+
+
+@dataclass
+class DryRunReport:
+    shape: str
+    device: str
+    params: dict[str, int]
+    published: float
+    phases: list[PhaseRow]
+    meter_kind: str
+    plan: MemoryPlan
+    train_steps: int
+    train_epoch_s: float
+    synth_s: float
+    synth_audio_s: float
+    longest: dict[str, Any]
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def dry_run_shape(cfg: Config) -> str:
+    """The published shape of the configured model (model.source is its hub id); every other model is refused."""
+    shape = published_shape(cfg.model.source)
+    if shape is None:
+        published = [load_shape(n)["hub_id"] for n in shape_names() if load_shape(n).get("hub_id")]
+        raise ValidationError(
+            [
+                Problem(
+                    "model.source",
+                    cfg.model.source,
+                    f"has no published shape in qtts_sweep/model/shapes/ (known: {', '.join(published)})",
+                    "dry-run model=qwen3_tts_1.7b_base or model=qwen3_tts_0.6b_base",
+                )
+            ],
+            "dry run",
+        )
+    return shape
+
+
+def count_params(shape: str) -> dict[str, int]:
+    """Parameters of the shape, counted on the meta device (no memory, no weights): base model, the text
+    embedding table inside it, the codec, and the LoRA adapter of the default LoRA config."""
+    import torch
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+
+    from qtts_sweep.model.tiny import real_codec_config, shaped_model_config
+
+    with torch.device("meta"):
+        model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**shaped_model_config(shape)))
+        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**real_codec_config()))
+    return {
+        "base": sum(p.numel() for p in model.parameters()),
+        "text_embedding": model.talker.get_text_embeddings().weight.numel(),
+        "codec": sum(p.numel() for p in codec.parameters()),
+    }
+
+
+def check_published(shape: str, params: dict[str, int]) -> tuple[float, float]:
+    """(published size, relative difference); raises when the shape data disagree with the published size."""
+    published = float(load_shape(shape)["published_params"])
+    counted = params["base"] - params["text_embedding"]
+    diff = counted / published - 1
+    if abs(diff) > PARAM_TOLERANCE:
+        raise ValueError(
+            f"shape {shape}: {counted / 1e9:.3f}B parameters without the text-embedding table, published "
+            f"{published / 1e9:.1f}B ({diff:+.1%}, tolerance ±{PARAM_TOLERANCE:.0%}): check shapes/{shape}.json"
+        )
+    return published, diff
+
+
+def _durations(rows: list) -> dict[str, float]:
+    import soundfile as sf
+
+    return {r.id: sf.info(str(r.audio)).duration for r in rows if r.audio.is_file()}
+
+
+def pick_lines(cfg: Config, n_lines: int, out: Path) -> tuple[Path, list, dict[str, float]]:
+    """A JSONL manifest (absolute paths) of `n_lines` lines of the configured dataset: its longest line and the
+    shortest others. Returns (manifest, all rows, durations)."""
+    rows, problems = read_manifest(cfg.data)
+    durations = _durations(rows)
+    usable = [r for r in rows if r.id in durations]
+    if len(usable) < 3:
+        raise ValidationError(
+            problems or [Problem("data.manifest", cfg.data.manifest, "has fewer than 3 usable lines", "add lines")],
+            "dry run",
+        )
+    by_length = sorted(usable, key=lambda r: durations[r.id])
+    chosen = [by_length[-1], *by_length[: max(n_lines, 3) - 1]]
+    ref = cfg.data.ref_audio
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.jsonl"
+    with manifest.open("w", encoding="utf-8") as f:
+        for r in chosen:
+            row = {"id": r.id, "text": r.text, "audio": str(r.audio.resolve()), "language": r.language}
+            row["ref_audio"] = str(Path(ref).resolve()) if ref else str(r.ref_audio.resolve())
+            f.write(json.dumps(row) + "\n")
+    return manifest, usable, durations
+
+
+def dry_run_config(cfg: Config, folder: Path, manifest: Path, runs: Path, steps: int, frames: int) -> Config:
+    """The configured run, pointed at the random model, the picked lines and a temporary runs folder."""
+    r = dataclasses.replace
+    data = r(
+        cfg.data, name="dryrun", format="jsonl", manifest=str(manifest), split=r(cfg.data.split, min_val=1, min_test=1)
+    )
+    model = r(cfg.model, source=str(folder), tiny=False, local_files_only=True)
+    train = r(cfg.train, epochs=1, max_epochs=1, batch_size=1, max_steps_per_epoch=steps)
+    # A random model never emits EOS: every line runs to the cap, `frames` frames (cap = min_frames - 1 frames).
+    dec = r(cfg.eval.decoding, mode="greedy", frames_per_char=1e-6, min_frames=frames + 1, repetition_penalty=1.0)
+    ev = r(cfg.eval, epoch=1, split="val", num_seeds=1, decoding=dec)
+    paths = r(
+        cfg.paths,
+        runs_dir=str(runs),
+        data_dir=str(runs / "data"),
+        store_dir=str(runs / "store"),
+        production_dir=str(runs / "production"),
+    )
+    return r(cfg, model=model, data=data, train=train, eval=ev, paths=paths, tracking=r(cfg.tracking, backend="none"))
+
+
+@contextmanager
+def saved_activation_bytes(model: Any, as_dtype_size: int) -> Iterator[list[int]]:
+    """Bytes of the tensors autograd saves for backward while the block runs (the activations a training step
+    keeps), each storage counted once, parameters and buffers excluded; floating tensors are counted at
+    `as_dtype_size` bytes per element (2: what they take in bf16). The total lands in the yielded list."""
+    import torch
+
+    resident = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in resident and ptr not in seen:
+            n = storage.nbytes()
+            seen[ptr] = n // t.element_size() * as_dtype_size if t.is_floating_point() else n
+        # Detached: returning `t` itself would make an op's saved output own its own grad_fn, a reference cycle
+        # through C++ that Python's gc cannot see (the whole graph of a forward-only pass would leak).
+        return t.detach()
+
+    total: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
+    total.append(sum(seen.values()))
+
+
+def _line_examples(loaded: Any, text_ids: Any, frames: int, batch: int, spk: Any, seed: int) -> list:
+    import torch
+
+    from qtts_sweep.model.loss import Example
+
+    g = torch.Generator().manual_seed(seed)
+    role = loaded.tts.processor(text="<|im_start|>assistant\n", return_tensors="pt")["input_ids"][0][:3]
+    vocab = loaded.model.config.talker_config.code_predictor_config.vocab_size
+    return [Example(role, text_ids, torch.randint(0, vocab, (frames, 16), generator=g), spk) for _ in range(batch)]
+
+
+def longest_line(loaded: Any, rows: list, durations: dict[str, float]) -> dict[str, Any]:
+    """The dataset line with the most talker positions (text tokens + prompt rows + codec frames)."""
+    from qtts_sweep.model.modeling import tokenize_line
+
+    best: dict[str, Any] = {}
+    for r in rows:
+        _, text_ids = tokenize_line(loaded.tts, r.text)
+        frames = math.ceil(durations[r.id] * FRAME_RATE)
+        positions = len(text_ids) + PROMPT_ROWS + frames
+        if positions > best.get("positions", -1):
+            best = {"id": r.id, "seconds": durations[r.id], "frames": frames, "text_ids": text_ids}
+            best |= {"tokens": len(text_ids), "positions": positions}
+    return best
+
+
+def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callable[[str], None]) -> MemoryPlan:
+    """Measure every term of the memory plan on the loaded model (LoRA injected): see docs/real-size.md."""
+    import torch
+
+    from qtts_sweep.model.loss import compute_loss
+
+    model, cuda = loaded.model, loaded.device.startswith("cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = {id(p) for p in params}
+    codec = loaded.model.speech_tokenizer.model
+    codec_ids = {id(p) for p in codec.parameters()}
+    base = sum(p.numel() for p in model.parameters() if id(p) not in trainable and id(p) not in codec_ids)
+    lora_bytes = sum(p.numel() * p.element_size() for p in params)
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    spk = torch.randn(model.config.talker_config.hidden_size, generator=torch.Generator().manual_seed(0))
+    spk = spk.to(loaded.device, model.dtype)
+    ids, frames = longest["text_ids"], longest["frames"]
+    long_pos = longest["positions"]
+    short = (ids[: max(len(ids) // 2, 1)], max(frames // 2, 2))
+    short_pos = len(short[0]) + PROMPT_ROWS + short[1]
+    # CPU: forward-only for the extra points (saved bytes need no backward); CUDA: full steps, batch 4 measured.
+    grid = [(1, short, short_pos, cuda), (1, (ids, frames), long_pos, True), (2, (ids, frames), long_pos, cuda)]
+    if cuda:
+        grid.append((4, (ids, frames), long_pos, True))
+    points: list[ActPoint] = []
+    model.train()
+    for batch, (t_ids, n), pos, full in grid:
+        examples = _line_examples(loaded, t_ids, n, batch, spk, seed=batch)
+        for _ in range(2 if cuda else 1):  # CUDA: the first round warms kernels and allocates optimizer state
+            if cuda:
+                torch.cuda.synchronize()
+                resident = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with saved_activation_bytes(model, 2) as saved:
+                out = compute_loss(model, examples, cfg.train.subtalker_loss_weight)
+            if full:
+                out.loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            else:
+                del out
+            if cuda:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            point = ActPoint(batch, pos, saved[0], seconds=seconds if full else None)
+            if cuda:
+                point.cuda_peak_delta = torch.cuda.max_memory_allocated() - resident
+        points.append(point)
+        log(
+            f"    batch {batch} x {pos} positions: saved activations {point.saved_bytes / GIB:.3f} GiB (bf16)"
+            + (f", CUDA peak +{point.cuda_peak_delta / GIB:.2f} GiB" if cuda else "")
+            + (f", step {point.seconds:.2f} s" if point.seconds else "")
+        )
+    model.eval()
+    optim_bytes = sum(
+        t.numel() * t.element_size() for st in opt.state.values() for t in st.values() if torch.is_tensor(t)
+    )
+    plan = MemoryPlan(
+        weights_bytes=base * 2,
+        codec_bytes=sum(p.numel() for p in codec.parameters()) * 2,
+        lora_bytes=lora_bytes,
+        grad_bytes=lora_bytes,
+        optim_bytes=optim_bytes,
+        points=points,
+        longest_positions=long_pos,
+    )
+    if cuda:
+        plan.resident_cuda = torch.cuda.memory_allocated()
+        plan.reserved_gap = torch.cuda.max_memory_reserved() - torch.cuda.max_memory_allocated()
+    del opt
+    return plan
+
+
+def _timed(synth: Any, totals: dict[str, float]) -> None:
+    """Add up the wall time of this synthesizer's generate calls and the audio they produce in `totals`."""
+    generate = synth.generate
+
+    def timed_generate(lines, dec, batch_size, seed_index=0, decode_audio=True):
+        t0 = time.perf_counter()
+        out = generate(lines, dec, batch_size, seed_index, decode_audio)
+        totals["synth_s"] += time.perf_counter() - t0
+        totals["synth_audio_s"] += sum(s.codes.shape[0] for s in out) / FRAME_RATE
+        return out
+
+    synth.generate = timed_generate
+
+
+def _record_trial(cfg: Config, storage: str, ev: Any, result: Any) -> None:
+    """The one-trial study `promote` reads, with what a sweep records for a completed trial."""
+    from qtts_sweep.sweep.record import record_scored_point
+
+    record_scored_point(
+        storage,
+        STUDY,
+        {"eval.epoch": cfg.eval.epoch, "eval.lora_scale": cfg.eval.lora_scale},
+        cfg.train.max_epochs,
+        {
+            "training_key": result.key,
+            "checkpoint": str(result.checkpoint),
+            "eval_dir": str(ev.dir),
+            "trained": result.trained,
+            "epoch_metrics": {str(e): m for e, m in result.metrics.items()},
+            "summary": ev.summary,
+            "objective": ev.objective,
+        },
+    )
+
+
+def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any], None]) -> dict[str, Any]:
+    """The package's own entry points, in order; `measure(loaded, dataset)` runs on the loaded training model
+    before its epoch. The only place that calls into prepare / train / evaluate / promote / export."""
+    from qtts_sweep.data.prepare import prepare_dataset
+    from qtts_sweep.evaluate.scoring import Point, Scorer
+    from qtts_sweep.model import modeling
+    from qtts_sweep.model.lora import apply_lora
+    from qtts_sweep.production.export import export_merged
+    from qtts_sweep.production.promote import promote
+    from qtts_sweep.train.loop import ensure_epoch, resolve_run, steps_per_epoch
+
+    with meter.phase("prepare (real-size codec)"):
+        ds = prepare_dataset(cfg, progress=False)
+    with meter.phase("load model + memory plan"):
+        loaded = modeling.load_model(cfg.model)
+        apply_lora(loaded.model, cfg.lora, seed=cfg.train.seed)
+        measure(loaded, ds)
+    with meter.phase("train 1 epoch + checkpoint save"):
+        t0 = time.perf_counter()
+        run = resolve_run(cfg, ds)
+        result = ensure_epoch(cfg, 1, run=run, progress=False, loaded=loaded)
+        epoch_s = time.perf_counter() - t0
+        del loaded
+        release_memory()
+    totals = {"synth_s": 0.0, "synth_audio_s": 0.0}
+    with meter.phase("checkpoint load + synthesis + ceiling + metrics"):
+        scorer = Scorer()
+        _timed(scorer.ensure(cfg), totals)
+        ev = scorer.score(cfg, ds, Point(run.key, 1, result.checkpoint, cfg.eval.lora_scale))
+        del scorer
+        release_memory()
+    storage = f"sqlite:///{Path(cfg.paths.runs_dir) / 'optuna.db'}"
+    _record_trial(cfg, storage, ev, result)
+    with meter.phase("promote (test split scored)"):
+        promoted = promote(cfg, STUDY, storage, name=STUDY)
+        release_memory()
+    with meter.phase("export merged model"):
+        exported = export_merged(cfg, str(promoted.bundle), Path(cfg.paths.runs_dir) / "export")
+        release_memory()
+    return {
+        "train_epoch_s": epoch_s,
+        "train_steps": steps_per_epoch(cfg, len(ds.splits["train"]))[0],
+        "eval": ev,
+        "bundle": str(promoted.bundle),
+        "export": str(exported),
+        **totals,
+    }
+
+
+def run_dry_run(
+    cfg: Config,
+    n_lines: int = 4,
+    steps: int = 2,
+    frames: int = 8,
+    keep: str | None = None,
+    log: Callable[[str], None] = print,
+) -> DryRunReport:
+    """Everything `qtts-sweep dry-run` does; see the module docstring."""
+    from qtts_sweep.model.modeling import resolve_device
+    from qtts_sweep.model.tiny import build_shaped_model
+
+    shape = dry_run_shape(cfg)
+    params = count_params(shape)
+    published, _ = check_published(shape, params)  # before anything heavy: wrong shape data stop here
+    device = resolve_device(cfg.model.device)
+    meter = PhaseMeter(device, log)
+    folder = Path(cfg.paths.models_dir).resolve() / f"{cfg.model.name}-random-seed{cfg.seed}"
+    log(f"dry run of {cfg.model.name} (shape {shape}, random weights) on {device}")
+    with meter.phase("build random model (cached)"):
+        if not (folder / "config.json").is_file():
+            build_shaped_model(folder, shape, seed=cfg.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="qtts-dry-run-") if keep is None else None
+    runs = Path(keep or tmp.name).resolve()
+    try:
+        manifest, rows, durations = pick_lines(cfg, n_lines, runs / "lines")
+        dcfg = dry_run_config(cfg, folder, manifest, runs / "runs", steps, frames)
+        holder: dict[str, Any] = {}
+
+        def measure(loaded: Any, ds: Any) -> None:
+            holder["longest"] = longest_line(loaded, rows, durations)
+            holder["lora"] = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+            holder["plan"] = measure_plan(loaded, dcfg, holder["longest"], log)
+
+        out = run_package_path(dcfg, meter, measure)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    params["lora"] = params["trainable"] = holder["lora"]
+    longest = {k: v for k, v in holder["longest"].items() if k != "text_ids"}
+    return DryRunReport(
+        shape=shape,
+        device=device,
+        params=params,
+        published=published,
+        phases=meter.rows,
+        meter_kind=meter.kind,
+        plan=holder["plan"],
+        train_steps=out["train_steps"],
+        train_epoch_s=out["train_epoch_s"],
+        synth_s=out["synth_s"],
+        synth_audio_s=out["synth_audio_s"],
+        longest=longest,
+        outputs={"model": str(folder), **({"runs": str(runs)} if keep else {})},
+    )
+
+
+def format_report(r: DryRunReport) -> str:
+    p, plan = r.params, r.plan
+    without = p["base"] - p["text_embedding"]
+    lines = [
+        f"dry run: {r.shape} shape, random weights, real Qwen text tokenizer, real-size 12 Hz codec, on {r.device}",
+        f"parameters: base {p['base'] / 1e9:.3f}B (talker + code predictor + speaker encoder), codec "
+        f"{p['codec'] / 1e9:.3f}B, LoRA {p['lora'] / 1e6:.1f}M, trainable {p['trainable'] / 1e6:.1f}M",
+        f"  published {r.published / 1e9:.1f}B vs {without / 1e9:.3f}B without the text-embedding table "
+        f"({without / r.published - 1:+.1%}; tolerance ±{PARAM_TOLERANCE:.0%}): ok",
+        f"phases ({r.meter_kind}):",
+    ]
+    lines += [f"  {row.name:<46} {row.seconds:8.1f} s  {row.peak_bytes / GIB:7.2f} GiB" for row in r.phases]
+    step = next((pt.seconds for pt in plan.points if pt.seconds and pt.batch == 1), None)
+    lines.append(
+        f"training: {step:.2f} s per step (batch 1, longest line, {plan.longest_positions} positions); "
+        f"epoch of {r.train_steps} step(s) with validation and checkpoint save: {r.train_epoch_s:.1f} s"
+    )
+    lines.append(
+        f"synthesis: {r.synth_s / max(r.synth_audio_s, 1e-9):.2f} s per synthesized second "
+        f"({r.synth_audio_s:.2f} s of audio in {r.synth_s:.1f} s, greedy, codec decode included)"
+    )
+    lines += format_plan(plan, r.longest)
+    return "\n".join(lines)
+
+
+def format_plan(plan: MemoryPlan, longest: dict[str, Any]) -> list[str]:
+    a, b = plan.fit()
+    g = 1e9
+    out = [
+        "memory plan: LoRA training in bf16 at the dataset's longest line "
+        f"({longest['id']}: {longest['seconds']:.2f} s, {longest['frames']} frames + {longest['tokens']} text "
+        f"tokens + {PROMPT_ROWS} prompt rows = "
+        f"{plan.longest_positions} talker positions)",
+        f"  weights {plan.weights_bytes / g:.2f} GB + codec {plan.codec_bytes / g:.2f} GB + LoRA "
+        f"{plan.lora_bytes / g:.3f} GB + gradients {plan.grad_bytes / g:.3f} GB + AdamW state "
+        f"{plan.optim_bytes / g:.3f} GB = {plan.fixed() / g:.2f} GB fixed",
+        f"  activations (saved for backward, measured at {len(plan.points)} points and fitted): "
+        f"{b / 1e6:.3f} MB per talker position + {a / 1e6:.1f} MB per line",
+    ]
+    for p in plan.points:
+        per_line = p.saved_bytes / p.batch
+        pred = a + b * p.positions
+        out.append(
+            f"    measured batch {p.batch} x {p.positions}: {p.saved_bytes / g:.3f} GB "
+            f"(per line {per_line / g:.3f} GB, fit {pred / g:.3f} GB)"
+            + (f", CUDA peak above resident {p.cuda_peak_delta / g:.2f} GB" if p.cuda_peak_delta is not None else "")
+        )
+    head = "  batch   estimate" + ("   CUDA measured" if plan.resident_cuda is not None else "")
+    out.append(head)
+    for bsz in PLAN_BATCHES:
+        m = plan.measured(bsz)
+        out.append(f"  {bsz:>5} {plan.estimate(bsz) / g:9.2f} GB" + (f" {m / g:14.2f} GB" if m is not None else ""))
+    if plan.reserved_gap is not None:
+        out.append(f"  CUDA allocator reserved minus allocated at the peak: {plan.reserved_gap / g:.2f} GB")
+    basis = "CUDA measured" if plan.resident_cuda is not None else "estimate"
+    fits = ", ".join(f"{c} GB -> {plan.largest_batch(c)}" for c in CARDS_GB)
+    out.append(f"  largest batch that fits ({basis}, {RESERVE_GIB} GiB kept for context/fragmentation): {fits}")
+    return out
