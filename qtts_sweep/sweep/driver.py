@@ -161,6 +161,8 @@ class SweepDriver:
         from optuna.trial import TrialState
 
         recover_stale(study, tracker)
+        if self._stopped:
+            return True
         done = budget_used(study)
         total = sum(done)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -210,7 +212,7 @@ class SweepDriver:
             return self._follow(study, trial, tracker, run_id, cfg)
         except KeyboardInterrupt:
             record.record_interrupted(trial, tracker, run_id)
-            study.tell(trial, state=TrialState.FAIL)
+            self._tell(study, trial, state=TrialState.FAIL)
             if trial.params:
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             self.worker.stop()
@@ -232,13 +234,13 @@ class SweepDriver:
             elif kind == "done":
                 result = msg[1]
                 record.record_complete(trial, result, tracker, run_id, relay.training_run, relay.steps)
-                study.tell(trial, self._values(result))
+                self._tell(study, trial, self._values(result))
                 how = "reused checkpoint" if not result["trained"] else f"trained {result['trained']}"
                 self.log(f"trial {trial.number}: objective {result['objective']:.4f} ({how})")
                 return trial.number
             elif kind == "pruned":
                 record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
-                study.tell(trial, state=TrialState.PRUNED)
+                self._tell(study, trial, state=TrialState.PRUNED)
                 record.record_pruned(tracker, run_id, msg[1], relay.steps)
                 self.log(f"trial {trial.number}: pruned at epoch {msg[1]}")
                 return trial.number
@@ -254,6 +256,20 @@ class SweepDriver:
                     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
                 return number
 
+    def _tell(self, study, trial, values=None, state=None) -> None:
+        """`study.tell`, where the grid sampler's end of grid stops this driver's loop.
+
+        Optuna gap: `GridSampler.after_trial` calls `study.stop()` once every grid point was asked, and `stop()`
+        raises outside `optimize()`. The trial is stored before that (Optuna's `_tell` stores it in a `finally`),
+        so the error only means: the grid is done.
+        """
+        try:
+            study.tell(trial, values, state=state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+            self._stopped = self._stopped or "every grid point has been run"
+
     def _values(self, result: dict) -> float | list[float]:
         if not self.spec.multi:
             return float(result["objective"])
@@ -265,7 +281,7 @@ class SweepDriver:
         from optuna.trial import TrialState
 
         reason = record.record_failure(trial, tracker, run_id, kind, message, steps)
-        study.tell(trial, state=TrialState.FAIL)
+        self._tell(study, trial, state=TrialState.FAIL)
         self.log(f"trial {trial.number}: FAILED ({reason})")
         return trial.number
 
