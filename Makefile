@@ -28,7 +28,7 @@ sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name i
 	$(VENV)/bin/qtts-sweep sweep $(SWEEP) $(ARGS)
 
 test: install ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: install ## unit tests only (skips the slow end-to-end tests)
 	$(PY) -m pytest -q -m "not slow"
