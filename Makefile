@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-fast dry-run lint format clean
+.PHONY: help install system-deps demo sweep test test-fast dry-run lint format clean
 SWEEP ?= tiny
 
 help: ## list the targets
@@ -21,16 +21,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package (quick no-op when up to date)
 
+system-deps: ## install the Debian packages the tests need (root + apt), else print the one command to run
+	@bash scripts/system-deps.sh
+
 demo: install ## a whole sweep on the tiny preset, offline: prepare, sweep, promote, synth; prints where to look
 	$(VENV)/bin/qtts-sweep demo
 
 sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name in sweeps/ or a path)
 	$(VENV)/bin/qtts-sweep sweep $(SWEEP) $(ARGS)
 
-test: install ## the whole test suite (what CI runs)
+test: install system-deps ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=30
 
-test-fast: install ## unit tests only (skips the slow end-to-end tests)
+test-fast: install system-deps ## unit tests only (skips the slow end-to-end tests)
 	$(PY) -m pytest -q -m "not slow"
 
 dry-run: install ## the whole path at the 1.7B size, random weights (CPU: ~13 GB RAM, ~14 min); prints a GPU memory plan

@@ -2,7 +2,7 @@
 
 Sources (each clip with the voice it belongs to, so tests can pick "a different speaker"):
 
-- LibriVox human speech: Debian package `pocketsphinx-testdata` (installed by `.ci/run`),
+- LibriVox human speech: Debian package `pocketsphinx-testdata` (installed by scripts/system-deps.sh),
   `/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-08*.wav` (16 kHz, one reader).
 - Two more human voices from the same package: `cards/005.wav` ("eight of spades four of clubs seven of hearts")
   and `numbers.raw` (headerless 16 kHz 16-bit little-endian PCM).
@@ -96,7 +96,7 @@ def missing_sources() -> list[str]:
 
 
 def clean_clips() -> list[Clip]:
-    """Every available clip of the catalogue (callers skip when `missing_sources()` is not empty)."""
+    """Every available clip of the catalogue (callers fail with the fix when `missing_sources()` is not empty)."""
     return [
         Clip(name, voice, human, str(path), read_clip(path))
         for name, voice, human, path in _catalogue()

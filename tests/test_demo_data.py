@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import DEMO_DIR, PROJECT_DIR
+from tests.system_deps import require_commands
 
 
 def _rows():
@@ -35,8 +35,8 @@ def test_dataset_is_small_enough_to_commit():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (.ci/run installs it)")
 def test_generator_reproduces_the_committed_files():
+    require_commands("espeak-ng")
     script = PROJECT_DIR / "scripts" / "make_demo_data.py"
     proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -44,6 +44,7 @@ from tests.speech_clips import (
     stretch,
     variants,
 )
+from tests.system_deps import require_sources
 
 CLEAN = ("clean", "vocoded")
 # What each metric is meant to catch (asserted); every other pair is printed only.
@@ -93,9 +94,7 @@ class Matrix:
 
 
 def _require_clips() -> list[Clip]:
-    missing = missing_sources()
-    if missing:
-        pytest.skip("speech clip sources not installed: " + "; ".join(missing))
+    require_sources(missing_sources())
     clips = clean_clips()
     assert len(clips) >= 5 and sum(c.human for c in clips) >= 2  # enough voices that a margin is not one clip's luck
     return clips

@@ -13,14 +13,15 @@ import pytest
 
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.conftest import tiny_sweep
+from tests.system_deps import require_commands
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-        reason="needs Debian chromium + chromium-driver (.ci/run installs them)",
-    ),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _browser_installed():
+    """Before the costly sweep fixture: Debian chromium + chromium-driver."""
+    require_commands("chromium", "chromedriver")
 
 
 FIND_AUDIO = """
