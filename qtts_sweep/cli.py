@@ -64,14 +64,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     texts = list(args.text or [])
     if args.text_file:
         texts += [t.strip() for t in Path(args.text_file).read_text(encoding="utf-8").splitlines() if t.strip()]
-    cfg = load_config(args.overrides, args.config_dir)
+    cfg = load_config(args.overrides, args.config_dir, check_model=not args.production)  # the bundle's base
     if args.production:
         from qtts_sweep.production.serve import production_synth
 
-        print(production_synth(cfg, args.production, texts, args.out))
+        print(_with_bundle(cfg, args.production, lambda: production_synth(cfg, args.production, texts, args.out)))
         return 0
     print(run_synth(cfg, texts, args.base, args.out))
     return 0
+
+
+# report, promote, gc, export and synth --production load their config with check_model=False: the model they
+# use (if any) is the one a trial's checkpoint or a bundle names, not the `model` group's default.
+
+
+def _with_bundle(cfg, where: str, use):
+    """Run `use()` on the bundle `where`, turning a missing bundle or unknown registry URI into a listed error."""
+    from qtts_sweep.production.lookup import REGISTRY_SCHEMES, registry_not_found, require_bundle
+
+    require_bundle(where, cfg.paths.production_dir, registry_on=cfg.tracking.backend != "none")
+    try:
+        return use()
+    except Exception as exc:
+        # mlflow is imported only in qtts_sweep.tracking: recognise its errors by module, not by class.
+        if where.startswith(REGISTRY_SCHEMES) and type(exc).__module__.startswith("mlflow"):
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise registry_not_found(where, cfg.tracking.tracking_uri, reason, cfg.paths.production_dir) from exc
+        raise
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -79,7 +98,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from qtts_sweep.production.promote import format_promotion, promote
     from qtts_sweep.sweep.storage import default_storage_for
 
-    cfg = load_config(args.overrides, args.config_dir)
+    cfg = load_config(args.overrides, args.config_dir, check_model=False)
     storage = args.storage or default_storage_for(args.study, cfg.paths.runs_dir)
     result = promote(cfg, args.study, storage, args.trial, args.name)
     print(format_promotion(result))
@@ -90,7 +109,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.export import export_merged
 
-    out = export_merged(load_config(args.overrides, args.config_dir), args.bundle, args.out, args.speaker)
+    cfg = load_config(args.overrides, args.config_dir, check_model=False)
+    out = _with_bundle(cfg, args.bundle, lambda: export_merged(cfg, args.bundle, args.out, args.speaker))
     print(
         f"merged custom-voice model written to {out}\n"
         f"  load it with: Qwen3TTSModel.from_pretrained('{out}').generate_custom_voice(text, speaker=..., "
@@ -150,7 +170,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from qtts_sweep.sweep.report import report_command
     from qtts_sweep.sweep.storage import default_storage_for
 
-    cfg = load_config(args.overrides, args.config_dir)
+    cfg = load_config(args.overrides, args.config_dir, check_model=False)
     print(report_command(args.study, args.storage or default_storage_for(args.study, cfg.paths.runs_dir), args.top))
     return 0
 
@@ -158,9 +178,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.gc import collect_garbage, format_gc
-    from qtts_sweep.sweep.storage import default_storages
+    from qtts_sweep.sweep.storage import default_storages, open_existing_storage
 
-    cfg = load_config(args.overrides, args.config_dir)
+    cfg = load_config(args.overrides, args.config_dir, check_model=False)
+    if args.storage:  # a wrong URL would open an empty storage that protects no checkpoint
+        open_existing_storage(args.storage)
     storages = [args.storage] if args.storage else default_storages(cfg.paths.runs_dir)
     result = collect_garbage(cfg, storages, args.keep_top, args.dry_run)
     print(format_gc(result, args.dry_run))
@@ -368,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # the hub raises both; transformers wraps them in OSError
+        from qtts_sweep.config.model_source import hub_error, hub_error_message
+
+        hub = hub_error(exc)
+        if hub is None:
+            raise
+        print(hub_error_message(hub), file=sys.stderr)
         return 2
 
 

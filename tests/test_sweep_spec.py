@@ -22,7 +22,7 @@ def test_the_four_required_sweeps_ship():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_sweep_file_validates_and_plans(name):
     spec = load_spec(name)
-    cfg = load_config(spec.base)
+    cfg = load_config(spec.base, check_model=False)  # the hub model is not cached on a test machine
     spec = load_spec(name, cfg=cfg)
     text = plan_sweep(name, [])
     assert "distinct training keys" in text and "disk" in text and "epochs to train" in text

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from qtts_sweep.config.model_source import model_source_problems
 from qtts_sweep.config.schema import (
     GROUP_SCHEMAS,
     Config,
@@ -252,8 +253,13 @@ def _example(f: dataclasses.Field) -> Any:
     return "..."
 
 
-def validate(cfg: DictConfig) -> Config:
-    """Check types and rules of a composed config; return the typed `Config` or raise every problem at once."""
+def validate(cfg: DictConfig, check_model: bool = True) -> Config:
+    """Check types and rules of a composed config; return the typed `Config` or raise every problem at once.
+
+    Type problems do not hide rule problems: a field with a wrong type is checked at its schema default, so
+    `train.lr=abc eval.lora_scale=-1` reports both. `check_model` also checks that `model.source` can be loaded
+    from disk (qtts_sweep.config.model_source); composition-only callers that never load a model turn it off.
+    """
     problems: list[Problem] = []
     known_groups = set(GROUP_SCHEMAS) | {"seed"}
     for key in cfg.keys():
@@ -274,18 +280,59 @@ def validate(cfg: DictConfig) -> Config:
             continue
         found = check_node(cfg[group], schema, group)
         typed_ok &= not found
-        problems += found
-    if typed_ok:
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        for group, schema in GROUP_SCHEMAS.items():
-            try:
-                OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
-            except ConfigError as exc:
-                problems += exc.problems
-        problems += cross_group_problems(cfg)
-    if problems:
+        problems += found + _rule_problems(cfg[group], schema, group, {p.key for p in found})
+        if group == "model" and check_model and not found:
+            problems += model_source_problems(cfg[group])
+    problems += _cross_group_problems(cfg)
+    if problems or not typed_ok:
         raise ConfigError(problems)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+
+
+def _rule_problems(node: DictConfig, schema: type, prefix: str, bad: set[str]) -> list[Problem]:
+    """The schema's rule problems for one group, with badly typed fields checked at their defaults instead."""
+    try:
+        data = OmegaConf.to_container(node, resolve=True)
+    except Exception:  # an unresolvable interpolation: already a type problem
+        return []
+    if not isinstance(data, dict) or not _defaults_for_bad(data, schema, prefix, bad):
+        return []
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+    except ConfigError as exc:
+        return [p for p in exc.problems if p.key not in bad]
+    return []
+
+
+def _defaults_for_bad(data: dict, schema: type, prefix: str, bad: set[str]) -> bool:
+    """Put schema defaults in place of the `bad` keys (unknown keys dropped), in place; False if one has none."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for name in list(data):
+        key = f"{prefix}.{name}"
+        f = fields.get(name)
+        if f is None:
+            del data[name]
+        elif key in bad:
+            if f.default_factory is not dataclasses.MISSING:
+                del data[name]  # the structured schema fills it in
+            elif f.default is dataclasses.MISSING or f.default == "???":
+                return False
+            else:
+                data[name] = f.default
+        elif dataclasses.is_dataclass(hints[name]) and isinstance(data[name], dict):
+            if not _defaults_for_bad(data[name], hints[name], key, bad):
+                return False
+    return True
+
+
+def _cross_group_problems(cfg: DictConfig) -> list[Problem]:
+    """Cross-group rules on the values as given; a rule that reads a badly typed value is left to its type error."""
+    try:
+        return cross_group_problems(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    except Exception:  # e.g. comparing an int with 'abc': the type problem already names that key
+        return []
 
 
 def absolutize_paths(cfg: DictConfig) -> None:
@@ -309,12 +356,20 @@ def absolutize_paths(cfg: DictConfig) -> None:
             paths[key] = str(Path(value).expanduser().resolve())
 
 
-def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | os.PathLike | None = None) -> Config:
-    """Compose, validate and resolve: the single entry point every subcommand uses."""
-    return finish(compose(overrides, config_dir))
+def load_config(
+    overrides: list[str] | tuple[str, ...] = (),
+    config_dir: str | os.PathLike | None = None,
+    check_model: bool = True,
+) -> Config:
+    """Compose, validate and resolve: the single entry point every subcommand uses.
+
+    `check_model=False` skips the model-source check (qtts_sweep.config.model_source), for callers that only
+    compose (e.g. tests of the shipped hub-model configs on a machine without those weights).
+    """
+    return finish(compose(overrides, config_dir), check_model)
 
 
-def finish(cfg: DictConfig) -> Config:
+def finish(cfg: DictConfig, check_model: bool = True) -> Config:
     """Absolute paths, validation, typed `Config` (drops Hydra's own `hydra` node if present)."""
     if "hydra" in cfg:
         from omegaconf import open_dict
@@ -322,7 +377,7 @@ def finish(cfg: DictConfig) -> Config:
         with open_dict(cfg):
             del cfg["hydra"]
     absolutize_paths(cfg)
-    return validate(cfg)
+    return validate(cfg, check_model)
 
 
 def to_yaml(config: Config) -> str:

@@ -248,7 +248,8 @@ def plan_sweep(name: str, overrides: list[str], config_dir: str | None = None) -
     """`qtts-sweep sweep <name> --plan`: validate the sweep and print what it can cost."""
     from qtts_sweep.config.loader import load_config
 
-    spec, cfg = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
+    # A plan never loads the model: it is made where the weights may not be (yet).
+    spec, cfg = resolve_spec(name, lambda ov: load_config(ov, config_dir, check_model=False), overrides)
     model = model_config_dict(cfg)
 
     def lora_params(r: int) -> int:

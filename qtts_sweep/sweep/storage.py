@@ -279,6 +279,40 @@ class Heartbeat:
             self._thread.join(timeout=HEARTBEAT_S + 1)
 
 
+def storage_file(url: str) -> Path | None:
+    """The local file behind a SQLite or journal storage URL (None for a database server)."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:") :])
+    if url.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        return Path(database) if database and database != ":memory:" else None
+    return None
+
+
+def open_existing_storage(url: str):
+    """The storage at `url` for a command that only reads it; a clear error when its file does not exist, since
+    opening it would create an empty one (and gc would then protect no checkpoint)."""
+    from qtts_sweep.config.schema import Problem, ValidationError
+    from qtts_sweep.util.urls import redact
+
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise ValidationError(
+            [
+                Problem(
+                    "--storage",
+                    redact(url),
+                    f"no Optuna storage at {path}",
+                    "run a sweep first (e.g. `qtts-sweep sweep tiny`), or pass --storage <url> of the sweep's storage",
+                )
+            ],
+            "request",
+        )
+    return make_storage(url)
+
+
 def load_existing_study(study_name: str, url: str):
     """An existing study (report, promote, gc read studies, never create them); a clear error naming the studies
     that do exist when there is no such study."""
@@ -288,7 +322,7 @@ def load_existing_study(study_name: str, url: str):
     from qtts_sweep.util.urls import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(url)
+    storage = open_existing_storage(url)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
