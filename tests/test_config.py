@@ -15,6 +15,8 @@ from qtts_sweep.config.loader import load_config as _load_config
 from qtts_sweep.config.schema import ConfigError, LoraConfig, TrainConfig
 
 GROUPS = ["model", "data", "lora", "train", "eval", "tracking", "paths", "experiment", "debug"]
+
+
 # Options that need a value only the user can give (their dataset); composed with that value supplied.
 def load_config(overrides=(), config_dir=None):
     """Composition and rules only: the shipped hub models are not in a test machine's offline cache (the
