@@ -180,8 +180,9 @@ class DataConfig(_Validated):
     format: str = choice("jsonl", ("jsonl", "ljspeech"), "jsonl: upstream manifest; ljspeech: metadata.csv")
     manifest: str | None = None  # jsonl: path to the manifest (audio/ref_audio paths relative to it)
     root: str | None = None  # ljspeech: folder holding metadata.csv and wavs/
-    # One reference clip for the speaker embedding (upstream recommends one fixed clip). None: the manifest's
-    # `ref_audio` of the first row (ljspeech: the first clip of the train split).
+    # One reference clip for the speaker embedding (upstream recommends one fixed clip). A path; None: the
+    # manifest's `ref_audio` of the first row; `auto` (ljspeech's default, which has no reference): the clean
+    # training-split clip of median duration (qtts_sweep.data.prepare.auto_reference), named in the summary.
     ref_audio: str | None = None
     sample_rate: int = 24000
     min_duration_s: float = 0.5
@@ -191,6 +192,9 @@ class DataConfig(_Validated):
     silence_peak_dbfs: float = -50.0
     # strict: stop with every problem listed (exit 2); lenient: skip bad rows and list them.
     strict: bool = True
+    # Clips whose voice is an outlier against the dataset's own (qtts_sweep.data.speaker_check). warn: listed in
+    # the summary, kept; error: a problem like a bad row (so `strict` decides: stop, or skip and list); off.
+    speaker_check: str = choice("warn", ("warn", "error", "off"), "outlier voices: warn, error (a bad row), off")
     codec_batch_size: int = 8
     split: SplitConfig = field(default_factory=SplitConfig)
 

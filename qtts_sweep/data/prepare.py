@@ -23,8 +23,11 @@ from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_fi
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
 from qtts_sweep.data.rows import PreparedRow, write_split
+from qtts_sweep.data.speaker_check import cached_embeddings, speaker_outliers
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
 from qtts_sweep.util.fsio import write_text_atomic
+
+AUTO = "auto"  # data.ref_audio: pick the reference by auto_reference's rule
 
 
 class DataError(ValidationError):
@@ -97,6 +100,7 @@ def _check_rows(rows: list[Row], cfg: DataConfig, info_dir: Path) -> tuple[dict[
     infos: dict[str, AudioInfo] = {}
     seen_ids: dict[str, str] = {}
     seen_audio: dict[str, str] = {}
+    no_ref: list[Row] = []
     for row in rows:
         if row.id in seen_ids:
             problems.append(
@@ -115,14 +119,7 @@ def _check_rows(rows: list[Row], cfg: DataConfig, info_dir: Path) -> tuple[dict[
             )
             continue
         if not cfg.ref_audio and (row.ref_audio is None or not row.ref_audio.is_file()):
-            problems.append(
-                Problem(
-                    row.where,
-                    str(row.ref_audio),
-                    "ref_audio is missing",
-                    "give every row a ref_audio clip, or set data.ref_audio for all rows",
-                )
-            )
+            no_ref.append(row)
             continue
         info = _info_cached(row.audio, info_dir)
         found = audio_problems(info, row.where, row.audio.name, cfg)
@@ -139,16 +136,71 @@ def _check_rows(rows: list[Row], cfg: DataConfig, info_dir: Path) -> tuple[dict[
         if not found:
             infos[row.where] = info
             seen_audio[info.sha256] = row.where
+    if no_ref:
+        problems.append(_missing_refs_problem(no_ref))
     return infos, problems
 
 
+def _missing_refs_problem(rows: list[Row]) -> Problem:
+    """One cause, one message: rows without a usable reference clip, however many there are."""
+    shown = ", ".join(r.where for r in rows[:3]) + (f" and {len(rows) - 3} more" if len(rows) > 3 else "")
+    return Problem(
+        shown,
+        str(rows[0].ref_audio),
+        f"{len(rows)} row(s) have no existing ref_audio clip",
+        "set data.ref_audio=auto (picks the clean training clip of median duration) or data.ref_audio=/path/to/"
+        "clip.wav for all rows, or give each row a ref_audio",
+    )
+
+
+def auto_reference(good: list[Row], infos: dict[str, AudioInfo], data: DataConfig) -> Row | None:
+    """`data.ref_audio=auto`: the clip of median duration among the rows that passed every check and fall in the
+    training split (ties: the lower median, then the id). Median rather than longest: a typical clip of the
+    speaker, neither a fragment nor a run-on; training split: val/test lines stay unseen."""
+    split_of = assign_splits(
+        {r.id: r.text for r in good},
+        data.split.val_fraction,
+        data.split.test_fraction,
+        data.split.min_val,
+        data.split.min_test,
+        data.split.salt,
+    )
+    train = sorted((r for r in good if split_of[r.id] == "train"), key=lambda r: (infos[r.where].duration_s, r.id))
+    return train[(len(train) - 1) // 2] if train else None
+
+
 def _reference(rows: list[Row], cfg: DataConfig) -> tuple[Path | None, str]:
+    if cfg.ref_audio == AUTO:
+        return None, AUTO
     if cfg.ref_audio:
         return Path(cfg.ref_audio), "data.ref_audio"
     for row in rows:
         if row.ref_audio is not None:
             return row.ref_audio, f"ref_audio of {row.where}"
     return None, "the manifest"
+
+
+SPEAKER_FIX = "listen to it; drop clips of other speakers, or data.speaker_check=off for a deliberately mixed dataset"
+
+
+def check_speaker(rows: list[Row], infos: dict[str, AudioInfo], data: DataConfig, cache: Path) -> list:
+    """Speaker outliers among the rows that passed the checks (`data.speaker_check`; [] when off)."""
+    if data.speaker_check == "off":
+        return []
+    # metrics/ sits above data/ (and pulls torch in): lazily, like the codec, only when `prepare` embeds.
+    from qtts_sweep.metrics.speaker import SpeakerSimilarity
+
+    encoder = SpeakerSimilarity()
+    items = [(r.where, infos[r.where].sha256, lambda r=r: to_24k_mono(r.audio)) for r in rows if r.where in infos]
+    return speaker_outliers(cached_embeddings(items, cache, lambda wav: encoder.embed(wav, TARGET_SR)))
+
+
+def _pick_auto(rows: list[Row], infos: dict[str, AudioInfo], data: DataConfig) -> Row | None:
+    good = [r for r in rows if r.where in infos]
+    try:
+        return auto_reference(good, infos, data) if good else None
+    except SplitTooSmall:  # reported with its fix once the split runs on the same rows
+        return good[0]
 
 
 def _dataset_hash(splits: dict[str, list[PreparedRow]], ref_sha: str, tok_id: str) -> str:
@@ -167,8 +219,17 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     rows, problems = read_manifest(data)
     infos, row_problems = _check_rows(rows, data, info_dir)
     problems += row_problems
+    outliers = check_speaker(rows, infos, data, runs / "cache" / "speaker")
+    if data.speaker_check == "error":
+        problems += [Problem(o.where, o.similarity, "voice differs from the dataset's", SPEAKER_FIX) for o in outliers]
+        for o in outliers:  # lenient mode skips them like any bad row
+            infos.pop(o.where, None)
     ref_path, ref_origin = _reference(rows, data)
     ref_info = None
+    if ref_origin == AUTO:
+        odd = {o.where for o in outliers}
+        picked = _pick_auto([r for r in rows if r.where not in odd], infos, data)
+        ref_path, ref_origin = (picked.audio, f"data.ref_audio=auto: {picked.where}") if picked else (None, AUTO)
     if ref_path is None or not ref_path.is_file():
         problems.append(
             Problem(
@@ -252,6 +313,8 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
         "codes_cached": len(good) - encoded,
         "tokenizer": tok_id,
         "reference": str(ref_path),
+        "reference_from": ref_origin,
+        "speaker_outliers": [str(o) for o in outliers] if data.speaker_check == "warn" else [],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, split_rows in splits.items():
@@ -269,8 +332,12 @@ def format_summary(ds: PreparedDataset) -> str:
         f"  splits: train {s['splits']['train']}, val {s['splits']['val']}, test {s['splits']['test']}",
         f"  resampled to 24 kHz: {s['resampled']}, downmixed to mono: {s['downmixed']}",
         f"  codec codes: {s['encoded']} encoded, {s['codes_cached']} from cache (tokenizer {s['tokenizer']})",
+        f"  reference clip: {s['reference']} ({s.get('reference_from', 'data.ref_audio')})",
         f"  content hash: {ds.hash}",
     ]
+    if s.get("speaker_outliers"):
+        lines.append(f"  warning: {len(s['speaker_outliers'])} clip(s) may be another speaker ({SPEAKER_FIX}):")
+        lines += [f"    - {o}" for o in s["speaker_outliers"]]
     if s["skipped"]:
         lines.append(f"  skipped {len(s['skipped'])} problem row(s) (lenient mode):")
         lines += [f"    - {p}" for p in s["skipped"]]
