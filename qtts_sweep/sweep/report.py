@@ -67,8 +67,8 @@ def format_table(study, k: int = 10) -> str:
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
     for r in top:
         cells = [str(r["number"]), f"{r['value']:.4f}"]
-        cells += [_fmt(r["params"].get(n)) for n in names]
-        cells += [_fmt(r["summary"].get(m)) for m in columns]
+        cells += [human(r["params"].get(n)) for n in names]
+        cells += [human(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"]))]
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     lines += ceiling_row(top, len(names), columns, widths)
@@ -84,7 +84,7 @@ def ceiling_row(top: list[dict], n_params: int, columns: list[str], widths: list
     summary = next((r["summary"] for r in top if any(k.startswith(CEILING_PREFIX) for k in r["summary"])), None)
     if summary is None:
         return []
-    cells = ["ceiling", "-"] + ["-"] * n_params + [_fmt(summary.get(CEILING_PREFIX + m)) for m in columns] + ["-"]
+    cells = ["ceiling", "-"] + ["-"] * n_params + [human(summary.get(CEILING_PREFIX + m)) for m in columns] + ["-"]
     return ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))]
 
 
@@ -118,50 +118,107 @@ def _sort_key(v: Any) -> tuple:
     return (v is None, str(type(v)), v)
 
 
-def objective_figure(study):
-    """The objective over the two plot axes, one panel per value of the panel parameter (`plot_axes`)."""
+def objective_figure(study, spec: Any = None, marks: dict[int, str] | None = None):
+    """The objective over the two plot axes, one panel per value of the panel parameter (`plot_axes`). Panels
+    share one colour scale and, when `spec` is given, the search space's full axes; `marks` (`marked_trials`)
+    are drawn over their points."""
     import matplotlib.pyplot as plt
 
     top = [r for r in trial_rows(study) if r["state"] == "COMPLETE" and isinstance(r["value"], float)]
     x, y, panel = plot_axes(searched(study))
     if not top or x is None:
         return None
+    vmin, vmax = shared_color_range([r["value"] for r in top])
+    limits = {name: axis_limits(spec, name) for name in (x, y) if name}
     values = sorted({r["params"].get(panel) for r in top}, key=_sort_key)
-    fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values) + 1, 3.5), squeeze=False)
     for ax, value in zip(axes[0], values, strict=True):
         pts = [r for r in top if r["params"].get(panel) == value]
-        objective = [r["value"] for r in pts]
-        sc = ax.scatter(
-            [r["params"].get(x) for r in pts],
-            [r["params"].get(y) for r in pts] if y else objective,
-            c=objective,
-            cmap="viridis",
-            s=80,
-        )
-        ax.set(title=f"{panel} {_fmt(value)}" if panel else "", xlabel=x, ylabel=y or "objective")
-        fig.colorbar(sc, ax=ax, label="objective")
-    fig.tight_layout()
+
+        def coords(rows: list[dict]) -> tuple[list, list]:
+            return [r["params"].get(x) for r in rows], [r["params"].get(y) if y else r["value"] for r in rows]
+
+        sc = ax.scatter(*coords(pts), c=[r["value"] for r in pts], cmap="viridis", vmin=vmin, vmax=vmax, s=80)
+        _mark(ax, pts, marks or {}, coords)
+        ax.set(title=f"{panel} {human(value)}" if panel else "", xlabel=x, ylabel=y or "objective")
+        for axis, name in (("x", x), ("y", y)):
+            if name and limits.get(name):
+                getattr(ax, f"set_{axis}lim")(limits[name])
+    legend = {label: h for a in axes[0] for h, label in zip(*a.get_legend_handles_labels(), strict=True)}
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=8)
+    fig.subplots_adjust(top=0.8, bottom=0.17, wspace=0.35)  # room for the legend and the axis labels
+    fig.colorbar(sc, ax=list(axes[0]), label="objective")  # one scale for every panel
     return fig
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
+def human(v: Any) -> str:
+    """A number as a person writes it: 0.6 not 0.6000000000000001, 2e-6 not 2e-06, 10 not 10.0."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "-" if v is None else str(v)
+    if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    if 1e-3 <= abs(v) < 1e4:
         return f"{v:.4g}"
-    return str(v)
+    text = f"{v:.3g}"
+    if "e" not in text:
+        return text
+    mantissa, exp = text.split("e")
+    return f"{mantissa}e{int(exp)}"
 
 
-def plots(study, out: Path) -> list[Path]:
-    """objective over the searched axes (`objective_figure`), optimization history, parameter importances (when
-    computable)."""
+def shared_color_range(values: list[float]) -> tuple[float, float]:
+    """One (vmin, vmax) for every panel, so a colour means the same objective everywhere."""
+    lo, hi = min(values), max(values)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def axis_limits(spec: Any, name: str) -> tuple[float, float] | None:
+    """The search space's full numeric range of `name` (with a margin); None when unknown or not numeric."""
+    p = getattr(spec, "space", {}).get(name) if spec is not None else None
+    if p is None:
+        return None
+    values = [v for v in (p.values() or [p.low, p.high]) if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not values:
+        return None
+    lo, hi = float(min(values)), float(max(values))
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
+
+
+def marked_trials(study: Any, production_dir: str | Path | None) -> dict[int, str]:
+    """{trial number: label} for the plot: the promoted trial (a bundle of this study exists) and enqueued
+    baselines (the published defaults and other fixed points a sweep file enqueues)."""
+    import yaml
+
+    marks = {t.number: "baseline" for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs}
+    for f in sorted(Path(production_dir).glob("*/production.yaml")) if production_dir else []:
+        origin = (yaml.safe_load(f.read_text()) or {}).get("origin", {})
+        if origin.get("study") == study.study_name and origin.get("trial") is not None:
+            marks[int(origin["trial"])] = "promoted"
+    return marks
+
+
+def _mark(ax: Any, rows: list[dict], marks: dict[int, str], coords: Any) -> None:
+    style = {"promoted": ("*", "red", 260), "baseline": ("s", "black", 140)}
+    for label, (marker, colour, size) in style.items():
+        pts = [r for r in rows if marks.get(r["number"]) == label]
+        if pts:
+            ax.scatter(
+                *coords(pts), marker=marker, s=size, facecolors="none", edgecolors=colour, linewidths=1.5, label=label
+            )
+
+
+def plots(study, out: Path, spec: Any = None, production_dir: str | Path | None = None) -> list[Path]:
+    """objective over the searched axes (`objective_figure`, the promoted trial and enqueued baselines marked),
+    optimization history, parameter importances (when computable)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    fig = objective_figure(study)
+    fig = objective_figure(study, spec, marked_trials(study, production_dir))
     if fig is not None:
         made.append(out / "objective.png")
         fig.savefig(made[-1], dpi=90)
@@ -204,7 +261,7 @@ def listening_page(
     names = searched(study)
     cols = ["ground truth", "codec ceiling", "base model"] + [
         f"trial {r['number']}<br><small>"
-        + html.escape(", ".join(f"{n} {_fmt(r['params'].get(n))}" for n in names))
+        + html.escape(", ".join(f"{n} {human(r['params'].get(n))}" for n in names))
         + f"<br>objective {r['value']:.3f}</small>"
         for r in top
     ]
@@ -271,7 +328,7 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
     top = top_trials(study, spec.top_k)
     (out / "top_trials.json").write_text(json.dumps(top, indent=2, default=str) + "\n")
     if not spec.multi:
-        plots(study, out)
+        plots(study, out, spec, cfg.paths.production_dir)
     lines = []
     if top and top[0].get("eval_dir"):
         result = json.loads((Path(top[0]["eval_dir"]) / "result.json").read_text())
