@@ -23,7 +23,7 @@ from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_fi
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
 from qtts_sweep.data.rows import PreparedRow, write_split
-from qtts_sweep.data.speaker_check import cached_embeddings, speaker_outliers
+from qtts_sweep.data.speaker_check import SpeakerOutlier, cached_embeddings, speaker_outliers
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
 from qtts_sweep.util.fsio import write_text_atomic
 
@@ -183,7 +183,7 @@ def _reference(rows: list[Row], cfg: DataConfig) -> tuple[Path | None, str]:
 SPEAKER_FIX = "listen to it; drop clips of other speakers, or data.speaker_check=off for a deliberately mixed dataset"
 
 
-def check_speaker(rows: list[Row], infos: dict[str, AudioInfo], data: DataConfig, cache: Path) -> list:
+def check_speaker(rows: list[Row], infos: dict[str, AudioInfo], data: DataConfig, cache: Path) -> list[SpeakerOutlier]:
     """Speaker outliers among the rows that passed the checks (`data.speaker_check`; [] when off)."""
     if data.speaker_check == "off":
         return []
@@ -221,7 +221,7 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     problems += row_problems
     outliers = check_speaker(rows, infos, data, runs / "cache" / "speaker")
     if data.speaker_check == "error":
-        problems += [Problem(o.where, o.similarity, "voice differs from the dataset's", SPEAKER_FIX) for o in outliers]
+        problems += [Problem(o.where, round(o.similarity, 3), o.rule(), SPEAKER_FIX) for o in outliers]
         for o in outliers:  # lenient mode skips them like any bad row
             infos.pop(o.where, None)
     ref_path, ref_origin = _reference(rows, data)

@@ -35,11 +35,14 @@ class SpeakerOutlier:
     median: float
     threshold: float
 
-    def __str__(self) -> str:
+    def rule(self) -> str:
         return (
-            f"{self.where}: speaker similarity {self.similarity:.2f} to the dataset's voice, below "
-            f"{self.threshold:.2f} (dataset median {self.median:.2f}): another speaker?"
+            f"speaker similarity to the dataset's voice is below {self.threshold:.2f} (dataset median "
+            f"{self.median:.2f}): another speaker?"
         )
+
+    def __str__(self) -> str:
+        return f"{self.where}: similarity {self.similarity:.2f}; {self.rule()}"
 
 
 def cached_embeddings(
