@@ -1,8 +1,9 @@
 """Composes the Hydra config tree and validates it against the schemas, reporting every problem at once.
 
 `load_config(overrides)` is what every subcommand calls first: compose `conf/` (plus any `--config-dir`),
-check every key's type and every rule (`qtts_sweep.config.schema`), resolve paths, and return a typed `Config`.
-Nothing heavy is imported here: a bad config fails in well under a second, before any model is loaded.
+check every key's type and every rule (`qtts_sweep.config.schema`) in one pass, check that `model.source` can
+be loaded from disk (`qtts_sweep.config.model_source`), resolve paths, and return a typed `Config`. Nothing
+heavy is imported here: a bad config fails in well under a second, before any model is loaded.
 
 Not here: the rules themselves (schema.py) and the sweep's Hydra app (qtts_sweep.sweep.hydra_app).
 """
