@@ -122,3 +122,15 @@ def test_speaker_embeddings_are_cached_by_content(mixed_speakers, runs_dir):
     assert len(cached) >= 25
     emb = np.load(cached[0])
     assert emb.shape == (256,) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_one_voice_alone_raises_no_warning():
+    """The 80 demo clips (one espeak voice): the rule must not cry wolf on the dataset every newcomer runs."""
+    from qtts_sweep.data.speaker_check import speaker_outliers
+    from qtts_sweep.metrics.speaker import SpeakerSimilarity
+
+    encoder = SpeakerSimilarity()
+    clips = sorted((DEMO_DIR / "wavs").glob("*.flac"))
+    assert len(clips) >= 60
+    assert speaker_outliers({p.name: encoder.embed(read_clip(p), 24000) for p in clips}) == []
