@@ -44,7 +44,7 @@ def test_ljspeech_without_a_reference_picks_the_median_training_clip_and_says_wh
     over = ["model=tiny", "data=ljspeech", f"data.root={root}", "data.name=lj", "data.speaker_check=off"]
     ds = prepare_dataset(load_config(over), progress=False)
     train = ds.splits["train"]
-    durations = sorted((r["duration_s"], r["id"]) for r in train)
+    durations = sorted((r.duration_s, r.id) for r in train)
     median_id = durations[(len(durations) - 1) // 2][1]
     assert ds.summary["reference"] == str(root / "wavs" / f"{median_id}.wav")
     assert (
