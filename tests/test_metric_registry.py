@@ -168,6 +168,9 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
             "eval.metrics.mos=none",
             "eval.metrics.speaker=none",
             "eval.metrics.qwen_speaker=false",
+            # scored against the recording: the expected objective below is the plain composite (the ceiling-
+            # relative mode has its own tests in tests/test_ceiling.py)
+            "eval.objective.reference=ground_truth",
             f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
             f"tracking.artifact_location={tmp_path}/mlartifacts",
         ]
@@ -223,9 +226,10 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
 
     # the cache key follows the registry: the same evaluation without the toy metric is another cache entry
     lines = held_out_lines(dataset, cfg.eval.split, cfg.eval.max_lines)
-    assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines) == ev.key
+    ceiling = ev.ceiling["key"] if ev.ceiling else None
+    assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines, ceiling) == ev.key
     REGISTRY.unregister(TOY.key)
     try:
-        assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines) != ev.key
+        assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines, ceiling) != ev.key
     finally:
         REGISTRY.register(TOY)
