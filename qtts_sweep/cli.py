@@ -122,6 +122,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import os
 
+    from qtts_sweep.sweep import launch
+
+    before = os.environ.get(launch.STORAGE_ENV)
+    try:
+        return _sweep(args)
+    finally:  # called in-process (tests, library use): the storage must not leak into later commands
+        if before is None:
+            os.environ.pop(launch.STORAGE_ENV, None)
+        else:
+            os.environ[launch.STORAGE_ENV] = before
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import os
+
     from qtts_sweep.sweep import launch as sweep
 
     if args.storage:  # through the environment: a password in a URL never lands in argv, Hydra's files or logs
