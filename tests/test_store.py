@@ -184,7 +184,9 @@ def test_a_damaged_evaluation_cache_entry_is_moved_aside_and_recomputed(runs_dir
     before = set(evals.iterdir()) if evals.is_dir() else set()
     first = run_synth(cfg, use_base=True)
     assert "(cached)" in run_synth(cfg, use_base=True)
-    (entry,) = set(evals.iterdir()) - before
+    (entry,) = {
+        p for p in set(evals.iterdir()) - before if not p.name.startswith("ceiling-")
+    }  # the codec ceiling has its own entry
     for victim in (sorted((entry / "wavs").iterdir())[0], entry / "result.json"):
         victim.write_bytes(victim.read_bytes()[:50])
         out = run_synth(cfg, use_base=True)
