@@ -153,11 +153,9 @@ def _missing_refs_problem(rows: list[Row]) -> Problem:
     )
 
 
-def auto_reference(good: list[Row], infos: dict[str, AudioInfo], data: DataConfig) -> Row | None:
-    """`data.ref_audio=auto`: the clip of median duration among the rows that passed every check and fall in the
-    training split (ties: the lower median, then the id). Median rather than longest: a typical clip of the
-    speaker, neither a fragment nor a run-on; training split: val/test lines stay unseen."""
-    split_of = assign_splits(
+def rows_by_split(good: list[Row], data: DataConfig) -> dict[str, str]:
+    """{row id: split} for the rows that passed their checks, by the configured text-hash split."""
+    return assign_splits(
         {r.id: r.text for r in good},
         data.split.val_fraction,
         data.split.test_fraction,
@@ -165,6 +163,13 @@ def auto_reference(good: list[Row], infos: dict[str, AudioInfo], data: DataConfi
         data.split.min_test,
         data.split.salt,
     )
+
+
+def auto_reference(good: list[Row], infos: dict[str, AudioInfo], data: DataConfig) -> Row | None:
+    """`data.ref_audio=auto`: the clip of median duration among the rows that passed every check and fall in the
+    training split (ties: the lower median, then the id). Median rather than longest: a typical clip of the
+    speaker, neither a fragment nor a run-on; training split: val/test lines stay unseen."""
+    split_of = rows_by_split(good, data)
     train = sorted((r for r in good if split_of[r.id] == "train"), key=lambda r: (infos[r.where].duration_s, r.id))
     return train[(len(train) - 1) // 2] if train else None
 
@@ -260,14 +265,7 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
         write_wav_24k(ref_dest, to_24k_mono(ref_path))
 
     try:
-        split_of = assign_splits(
-            {r.id: r.text for r in good},
-            data.split.val_fraction,
-            data.split.test_fraction,
-            data.split.min_val,
-            data.split.min_test,
-            data.split.salt,
-        )
+        split_of = rows_by_split(good, data)
     except SplitTooSmall as exc:
         raise DataError(
             [Problem("data.split", len(good), str(exc), "add lines, or lower data.split.min_val / data.split.min_test")]
