@@ -240,12 +240,12 @@ def ensure_epoch(
     run = run or resolve_run(cfg)
     run.store.write_material(run.key, run.material)
     result = TrainResult(key=run.key, checkpoint=run.store.epoch_dir(run.key, epoch))
+    lease = TrainingLease(run.dir)  # one object: it accumulates its observation of another holder's marker
     while True:
         start, resume = _usable_start(run, epoch)
         _report_reused(run, start, result, reporter, on_epoch)
         if start == epoch:
             return result
-        lease = TrainingLease(run.dir)
         if lease.try_acquire():
             try:
                 start, resume = _usable_start(run, epoch)  # another worker may have saved more meanwhile
@@ -285,8 +285,7 @@ def _wait_for_holder(run: TrainingRun, epoch: int, start: int, lease: TrainingLe
         time.sleep(0.5)
         if (run.store.latest_at_most(run.key, epoch) or 0) > start:
             return
-        rec = lease.holder()
-        if rec is None or lease.expired(rec):
+        if lease.vacant():
             return
 
 

@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -330,18 +332,25 @@ class CheckpointStore:
     ) -> Path:
         """Write every file into a temp folder, list them in its manifest, rename it into place.
 
-        `before_commit()` runs after the files are written and before the rename; raising there leaves nothing
-        visible (the training lease checks it still owns the key there).
+        `before_commit()` (the training lease's check) runs before anything is touched and again just before the
+        rename; raising there leaves nothing visible. A complete epoch (one with a readable manifest) already in
+        place is never moved aside or replaced: the rename refuses (a non-empty folder is never replaced), the
+        temp folder is dropped and the existing epoch is kept -- the same key and epoch hold the same training.
+        Only a folder without a readable manifest (hand-made, an older format) is moved aside first.
         """
         from safetensors.torch import save_file
 
-        from qtts_sweep.util.fsio import atomic_folder
-
         final = self.epoch_dir(key, epoch)
+        if before_commit is not None:
+            before_commit()
         warn_if_others_can_write(self.root)
-        if final.exists():  # a folder without a manifest there (hand-made, older format): kept, not deleted
+        if final.exists() and self._complete(final):
+            return final
+        if final.exists():
             move_aside(final)
-        with atomic_folder(final) as tmp:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
             save_file({k: v.contiguous() for k, v in checkpoint.adapter.items()}, str(tmp / ADAPTER))
             spk = checkpoint.speaker_embedding.detach().to("cpu").contiguous()
             save_file({"spk_embedding": spk}, str(tmp / SPEAKER))
@@ -353,7 +362,25 @@ class CheckpointStore:
             apply_modes(tmp)
             if before_commit is not None:
                 before_commit()
+            try:
+                os.rename(tmp, final)  # refuses (ENOTEMPTY/EEXIST) when another writer's epoch is there
+            except OSError:
+                if not (final.exists() and self._complete(final)):
+                    raise
+                pass  # another writer committed this epoch first: theirs is kept
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    @staticmethod
+    def _complete(folder: Path) -> bool:
+        """A folder with a readable manifest: complete as written (its files are checked when loaded)."""
+        try:
+            read_manifest(folder)
+        except CorruptEntry:
+            return False
+        return True
 
     @staticmethod
     def _write_state(folder: Path, state: TrainerState) -> None:
