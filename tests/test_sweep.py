@@ -88,13 +88,17 @@ def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, 
 
 
 def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("QTTS_TEST_CRASH", "1:segfault,2:raise")
+    monkeypatch.setenv("QTTS_TEST_CRASH", "1:segfault,2:raise,3:leaselost")
     driver = _driver(tmp_path, tiny_model_dir, n_trials=4)
     outcome = driver.run()
     trials = {t.number: t for t in _study(tmp_path).get_trials()}
     assert trials[1].state.name == "FAIL" and "SIGSEGV" in trials[1].user_attrs["fail_reason"]
     assert trials[2].state.name == "FAIL" and "injected failure" in trials[2].user_attrs["fail_reason"]
-    assert trials[3].state.name in ("COMPLETE", "PRUNED")
+    # a trial whose worker lost its training lease is not its own failure: re-queued once, not counted
+    assert trials[3].state.name == "FAIL" and "LeaseLost" in trials[3].user_attrs["fail_reason"]
+    assert trials[4].user_attrs.get("retry_of") == 3 and trials[4].params == trials[3].params
+    assert trials[4].state.name in ("COMPLETE", "PRUNED")
+    assert len(trials) == 5
     assert driver.worker.starts >= 2  # restarted after the segfault
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     failed = client.get_run(trials[1].user_attrs["mlflow_run_id"])

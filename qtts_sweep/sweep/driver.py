@@ -13,7 +13,6 @@ Owns: the loop, the failure-rate cap, the order of calls. Does not own: the pipe
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,15 @@ from qtts_sweep.config.schema import Config, ValidationError
 from qtts_sweep.sweep import record
 from qtts_sweep.sweep.progress import NullProgress
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
-from qtts_sweep.sweep.recovery import budget_used, recover_stale, register_driver, requeue_stale, tag_trial
+from qtts_sweep.sweep.recovery import (
+    budget_used,
+    not_the_trials_fault,
+    recover_stale,
+    register_driver,
+    requeue_once,
+    requeue_stale,
+    tag_trial,
+)
 from qtts_sweep.sweep.selection import best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
 from qtts_sweep.sweep.storage import Heartbeat, default_storage, make_storage, open_study
@@ -245,16 +252,20 @@ class SweepDriver:
                 self.log(f"trial {trial.number}: pruned at epoch {msg[1]}")
                 return trial.number
             elif kind in ("failed", "died"):
-                record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
-            if kind == "failed":
-                return self._fail(study, trial, tracker, run_id, msg[1], msg[2], relay.steps)
-            elif kind == "died":
-                number = self._fail(study, trial, tracker, run_id, "WorkerDied", death_reason(msg[1]), relay.steps)
-                if msg[1] == -signal.SIGKILL and trial.params and "retry_of" not in trial.user_attrs:
-                    # killed from outside (out of memory, an operator, a lost node): not the trial's own fault
-                    # as far as we can tell, so it gets one more run; a retry killed again stays failed.
-                    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-                return number
+                return self._failed(study, trial, tracker, run_id, relay, msg)
+
+    def _failed(self, study, trial, tracker, run_id, relay: _EpochRelay, msg: tuple) -> int:
+        """A trial that raised ("failed", kind, message) or whose worker died ("died", exitcode): recorded as
+        failed; re-queued once when it was not the trial's own fault (recovery.not_the_trials_fault)."""
+        record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
+        if msg[0] == "failed":
+            kind, message, exitcode = msg[1], msg[2], None
+        else:
+            kind, message, exitcode = "WorkerDied", death_reason(msg[1]), msg[1]
+        number = self._fail(study, trial, tracker, run_id, kind, message, relay.steps)
+        if not_the_trials_fault(kind, exitcode) and requeue_once(study, trial):
+            self.log(f"trial {trial.number}: re-queued once (not the trial's own failure)")
+        return number
 
     def _tell(self, study, trial, values=None, state=None) -> None:
         """`study.tell`, where the grid sampler's end of grid stops this driver's loop.

@@ -29,7 +29,7 @@ CRASH_ENV = "QTTS_TEST_CRASH"  # test hook: "3:segfault,5:raise" makes those tri
 class TrialRequest:
     number: int
     config: Config
-    crash: str | None = None  # test hook: "segfault" | "raise" | "nan" (see worker.inject_crash)
+    crash: str | None = None  # test hook: "segfault" | "raise" | "nan" | "leaselost" (see worker.inject_crash)
     base: bool = False  # score the base model (no adapter) on the same lines, for the listening page
 
 

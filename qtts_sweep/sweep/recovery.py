@@ -57,8 +57,25 @@ def requeue_stale(study, trial) -> None:
     second time: a trial that keeps killing its driver (e.g. the whole node runs out of memory) must not loop.
     """
     study.set_user_attr(f"{STALE_PREFIX}{trial.number}", True)
-    if trial.params and "retry_of" not in trial.user_attrs:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    requeue_once(study, trial)
+
+
+def not_the_trials_fault(kind: str, exitcode: int | None = None) -> bool:
+    """The one re-queue policy: a trial ended by something outside it is run once more, a second time it stays
+    failed. Outside causes: the worker was killed with SIGKILL (out of memory, an operator, a lost node) or the
+    worker lost its training lease (it stalled past the lease ttl and another worker took the key over)."""
+    import signal
+
+    return kind == "LeaseLost" or (kind == "WorkerDied" and exitcode == -signal.SIGKILL)
+
+
+def requeue_once(study, trial) -> bool:
+    """Enqueue a failed trial's parameters again unless it is itself a retry; True when it was re-queued. The
+    failed trial then no longer counts toward the budget (`budget_used`), its retry does."""
+    if not trial.params or "retry_of" in trial.user_attrs:
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return True
 
 
 def recover_stale(study, tracker=None) -> list[int]:

@@ -71,6 +71,10 @@ def inject_crash(kind: str | None) -> None:
         ctypes.string_at(0)  # dereference NULL: the process dies with SIGSEGV
     if kind == "raise":
         raise RuntimeError("injected failure (test)")
+    if kind == "leaselost":
+        from qtts_sweep.train.lease import LeaseLost
+
+        raise LeaseLost("injected lost lease (test)")
 
 
 def _epoch_callback(req: TrialRequest, conn: Any, key: str, paused: list[float]):
