@@ -20,9 +20,9 @@ def _study(storage, name: str):
 
 def test_connections_are_bounded_per_driver(pg_cluster):
     storage = make_storage(pg_cluster.url(pg_cluster.create_db("bounded"), with_password=True))
-    pool = storage.engine.pool
+    pool = storage.rdb.engine.pool
     assert (pool.size(), pool._max_overflow) == (POOL["pool_size"], POOL["max_overflow"])
-    assert storage.engine.pool._pre_ping
+    assert storage.rdb.engine.pool._pre_ping
 
 
 def test_restart_is_ridden_out(pg_cluster, capsys):

@@ -82,7 +82,7 @@ def test_sweep_runs_trials_reuses_checkpoints_logs_mlflow_and_resumes(tmp_path, 
     # A bigger budget continues the numbering; the enqueued baseline is not added twice.
     more = _driver(tmp_path, tiny_model_dir, n_trials=6, enqueue=[BASELINE, SAME_KEY]).run()
     assert more.trials_run == [4, 5]
-    enqueued = [t.system_attrs.get("fixed_params") for t in _study(tmp_path).get_trials()]
+    enqueued = [t.user_attrs.get("point") for t in _study(tmp_path).get_trials()]
     assert enqueued.count(BASELINE) == 1 and enqueued.count(SAME_KEY) == 1
     assert sum(budget_used(_study(tmp_path))) == 6
 

@@ -24,16 +24,16 @@ from qtts_sweep.sweep.progress import NullProgress
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
 from qtts_sweep.sweep.recovery import (
     budget_used,
+    enqueue_point,
     not_the_trials_fault,
     recover_stale,
     register_driver,
     requeue_once,
-    requeue_stale,
     tag_trial,
 )
 from qtts_sweep.sweep.selection import best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
-from qtts_sweep.sweep.storage import Heartbeat, default_storage, make_storage, open_study
+from qtts_sweep.sweep.storage import TrialHeartbeat, default_storage, make_storage, open_study
 from qtts_sweep.sweep.worker import worker_main
 from qtts_sweep.util.urls import redact
 
@@ -91,6 +91,7 @@ class SweepDriver:
         self._crash = crash_plan()
         self._trials_run: list[int] = []
         self._study = None
+        self._storage = None
         self._parent: str | None = None
         self._stopped: str | None = None  # why the loop stopped early (failure cap)
         self._base_eval_result: tuple[str | None, float] = (None, 0.0)
@@ -98,7 +99,7 @@ class SweepDriver:
     def _open(self):
         from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-        storage = make_storage(self.storage_url, heartbeat_stale_trial_callback=requeue_stale)
+        storage = make_storage(self.storage_url)
         return storage, open_study(self.spec, storage), make_tracker(self.cfg0.tracking)
 
     def prepare(self) -> str | None:
@@ -109,7 +110,7 @@ class SweepDriver:
         if stale:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
         for point in self.spec.enqueue:
-            study.enqueue_trial(point, skip_if_exists=True)
+            enqueue_point(study, point, baseline=True)
         description = {
             "sweep": self.spec.name,
             "storage": redact(self.storage_url),
@@ -132,7 +133,7 @@ class SweepDriver:
         if not join:
             self.prepare()
         storage, study, tracker = self._open()
-        self._study = study
+        self._study, self._storage = study, storage
         self.progress.attach(study)
         register_driver(study)
         parent = self._parent = tracker.study_parent(self.spec.study_name, {})
@@ -167,8 +168,11 @@ class SweepDriver:
         """
         from optuna.trial import TrialState
 
-        recover_stale(study, tracker)
+        recover_stale(study, tracker, self._storage)
         if self._stopped:
+            return True
+        if _grid_exhausted(study):
+            self._stopped = "every grid point has been run"
             return True
         done = budget_used(study)
         total = sum(done)
@@ -198,11 +202,12 @@ class SweepDriver:
         return msg[1]["eval_dir"], msg[1]["timings"]["eval_s"]
 
     def _one_trial(self, study, storage, tracker, parent: str | None) -> int:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         trial = study.ask()
         tag_trial(trial)
-        heartbeat = Heartbeat(storage, trial)
+        heartbeat = TrialHeartbeat(trial)
         run_id = None
         try:
             params = suggest(trial, self.spec)
@@ -217,11 +222,13 @@ class SweepDriver:
             self.progress.trial_started(trial.number, cfg.eval.epoch)
             self.worker.submit(TrialRequest(trial.number, cfg, self._crash.get(trial.number)))
             return self._follow(study, trial, tracker, run_id, cfg)
+        except UpdateFinishedTrialError:
+            return self._lost(trial, tracker, run_id, None)
         except KeyboardInterrupt:
             record.record_interrupted(trial, tracker, run_id)
             self._tell(study, trial, state=TrialState.FAIL)
             if trial.params:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                enqueue_point(study, trial.params, retry_of=trial.number)
             self.worker.stop()
             raise
         finally:
@@ -239,9 +246,14 @@ class SweepDriver:
             if kind == "epoch":
                 self.worker.send(("prune", relay.epoch(*msg[1:])))
             elif kind == "done":
+                from optuna.exceptions import UpdateFinishedTrialError
+
                 result = msg[1]
-                record.record_complete(trial, result, tracker, run_id, relay.training_run, relay.steps)
-                self._tell(study, trial, self._values(result))
+                try:
+                    record.record_complete(trial, result, tracker, run_id, relay.training_run, relay.steps)
+                    self._tell(study, trial, self._values(result))
+                except UpdateFinishedTrialError:
+                    return self._lost(trial, tracker, run_id, result)
                 how = "reused checkpoint" if not result["trained"] else f"trained {result['trained']}"
                 self.log(f"trial {trial.number}: objective {result['objective']:.4f} ({how})")
                 return trial.number
@@ -267,17 +279,32 @@ class SweepDriver:
             self.log(f"trial {trial.number}: re-queued once (not the trial's own failure)")
         return number
 
+    def _lost(self, trial, tracker, run_id: str | None, result: dict | None) -> int:
+        """Another driver failed this trial while it ran here (it judged it stale, e.g. after a database outage
+        longer than the grace period) and re-queued it. Nothing more can be written to the finished trial: what
+        this driver has goes to the trial's MLflow run and the log, and the sweep goes on (the retry reuses the
+        checkpoint and the cached evaluation, so it costs little)."""
+        got = f"objective {result['objective']:.4f}" if result and "objective" in result else "no result yet"
+        reason = f"failed by another driver while running here ({got}); re-queued there"
+        tags = {"fail_reason": reason}
+        if result and "objective" in result:
+            tags["objective_unrecorded"] = f"{result['objective']:.6f}"
+        tracker.finish_trial(run_id, "FAILED", tags=tags)
+        self.log(f"trial {trial.number}: {reason}")
+        return trial.number
+
     def _tell(self, study, trial, values=None, state=None) -> None:
         """`study.tell`, where the grid sampler's end of grid stops this driver's loop.
 
         Optuna gap: `GridSampler.after_trial` calls `study.stop()` once every grid point was asked, and `stop()`
-        raises outside `optimize()`. The trial is stored before that (Optuna's `_tell` stores it in a `finally`),
-        so the error only means: the grid is done.
+        raises RuntimeError outside `optimize()`. The trial is stored before that (Optuna's `_tell` stores it in a
+        `finally`), so when the public `GridSampler.is_exhausted(study)` agrees, the error only means: the grid is
+        done.
         """
         try:
             study.tell(trial, values, state=state)
         except RuntimeError as exc:
-            if "Study.stop" not in str(exc):
+            if isinstance(exc, _update_finished_error()) or not _grid_exhausted(study):
                 raise
             self._stopped = self._stopped or "every grid point has been run"
 
@@ -295,6 +322,22 @@ class SweepDriver:
         self._tell(study, trial, state=TrialState.FAIL)
         self.log(f"trial {trial.number}: FAILED ({reason})")
         return trial.number
+
+
+def _update_finished_error():
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    return UpdateFinishedTrialError
+
+
+def _grid_exhausted(study) -> bool:
+    """Every grid point has been asked and no re-queued point waits (a retry carries a point already visited)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if not isinstance(study.sampler, optuna.samplers.GridSampler) or not study.sampler.is_exhausted(study):
+        return False
+    return not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 class _EpochRelay:
@@ -321,6 +364,11 @@ class _EpochRelay:
         value = metrics.get("val_loss")
         if not self.prunable or value is None or not math.isfinite(value):
             return False
+        from optuna.exceptions import UpdateFinishedTrialError
+
         # Pruners read intermediate values in the study's direction: maximize -> report -loss.
-        self.trial.report(-value, epoch)
-        return self.trial.should_prune()
+        try:
+            self.trial.report(-value, epoch)
+            return self.trial.should_prune()
+        except UpdateFinishedTrialError:  # failed by another driver meanwhile: stop training (epochs are kept)
+            return True

@@ -1,24 +1,24 @@
 """Resuming a study: which RUNNING trials were left by a dead driver, failing and re-queuing them, and the budget.
 
 Owns: the per-study driver registry (host, pid), stale-trial detection (own host: the recorded driver pid is
-dead; other hosts: Optuna's heartbeat grace period), re-queuing a stale trial's parameters once, and what counts
-toward `n_trials`. Does not own: running trials (driver), storage construction (storage).
+dead; other hosts: the trial's own heartbeat, silent for the grace period, judged only once this driver's own
+database connection has been back for that long), the one re-queue policy (what is re-queued, and only once),
+enqueuing points, and what counts toward `n_trials`. Does not own: running trials (driver), storage
+construction and the heartbeat thread (storage).
 
 Every change goes through Optuna's public API: `study.tell(number, state=FAIL)` fails a trial another process
 started, `study.set_user_attr("stale:<n>")` marks it (a per-trial key, so concurrent drivers never overwrite each
-other's marks), `study.enqueue_trial(params, user_attrs={"retry_of": n})` re-queues it.
+other's marks), `study.enqueue_trial(params, user_attrs={"retry_of": n, "point": params})` re-queues it.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import time
 
 from qtts_sweep.util.procs import pid_alive
 
-ORPHAN_S = 5.0  # a live driver tags its trial within milliseconds of ask(); an untagged RUNNING trial older is orphaned
 STALE_PREFIX = "stale:"
 
 
@@ -41,29 +41,53 @@ def _local_drivers(study) -> tuple[bool, bool]:
     return any(not pid_alive(p) for p in others), any(pid_alive(p) for p in others)
 
 
-def _is_dead(t, now: datetime.datetime, dead_local: bool, live_local: bool) -> bool:
+def enqueue_point(study, params: dict, **marks) -> None:
+    """Enqueue a point (a baseline, a retry) to run once. The point rides along as the `point` user attribute, so a
+    trial that was popped but never got its parameters (a lost database reply, a driver killed right after ask)
+    can still be re-queued from it; `marks` (e.g. baseline=True, retry_of=N) become user attributes too."""
+    study.enqueue_trial(params, user_attrs={**marks, "point": dict(params)}, skip_if_exists="retry_of" not in marks)
+
+
+def _heartbeat_age(t, now: float) -> float:
+    """Seconds since the trial's last heartbeat (or, before its first, since it started), by the writer's clock."""
+    beat = t.user_attrs.get("heartbeat")
+    if isinstance(beat, list) and len(beat) == 2:
+        return now - float(beat[1])
+    return now - t.datetime_start.timestamp() if t.datetime_start else 0.0
+
+
+def _is_dead(t, now: float, dead_local: bool, live_local: bool, grace: float) -> bool:
     pid = t.user_attrs.get("driver_pid")
-    if pid is None:  # killed between ask() and tag_trial()
-        age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
-        return (dead_local and not live_local) or age > ORPHAN_S
-    return t.user_attrs.get("driver_host") == socket.gethostname() and pid != os.getpid() and not pid_alive(pid)
+    host = t.user_attrs.get("driver_host")
+    if pid is None and dead_local and not live_local:  # killed between ask() and tag_trial() on this host
+        return True
+    if pid is not None and host == socket.gethostname():
+        return pid != os.getpid() and not pid_alive(pid)
+    return _heartbeat_age(t, now) > grace  # another host (or untagged): silent for the grace period
 
 
 def requeue_stale(study, trial) -> None:
-    """Mark a trial a dead driver left RUNNING (already failed) and re-queue its parameters once.
+    """Mark a trial a dead driver left RUNNING (already failed) and re-queue it once.
 
-    Runs in exactly one process per stale trial: the one whose `study.tell` (own host, dead pid) or heartbeat check
-    (Optuna's `heartbeat_stale_trial_callback`, other hosts) failed it. A retry that goes stale again is not re-queued a
-    second time: a trial that keeps killing its driver (e.g. the whole node runs out of memory) must not loop.
+    A stale trial that never got its parameters (its driver died, or lost the reply, right after popping it)
+    never ran: the point it carries is re-queued as it was. One that ran is re-queued once
+    (`requeue_once`): a trial that keeps killing its driver (e.g. the whole node runs out of memory) must not loop.
     """
     study.set_user_attr(f"{STALE_PREFIX}{trial.number}", True)
+    point = trial.user_attrs.get("point")
+    if not trial.params and point:
+        marks = {k: v for k, v in trial.user_attrs.items() if k not in ("point", "heartbeat")}
+        marks = {k: v for k, v in marks.items() if not k.startswith("driver_")}
+        enqueue_point(study, point, **{**marks, "retry_of": trial.number})
+        return
     requeue_once(study, trial)
 
 
 def not_the_trials_fault(kind: str, exitcode: int | None = None) -> bool:
     """The one re-queue policy: a trial ended by something outside it is run once more, a second time it stays
     failed. Outside causes: the worker was killed with SIGKILL (out of memory, an operator, a lost node) or the
-    worker lost its training lease (it stalled past the lease ttl and another worker took the key over)."""
+    worker lost its training lease (it stalled past the lease ttl and another worker took the key over). A dead
+    driver's trials are re-queued by `requeue_stale`, an interrupted (Ctrl-C) trial by the driver."""
     import signal
 
     return kind == "LeaseLost" or (kind == "WorkerDied" and exitcode == -signal.SIGKILL)
@@ -74,28 +98,35 @@ def requeue_once(study, trial) -> bool:
     failed trial then no longer counts toward the budget (`budget_used`), its retry does."""
     if not trial.params or "retry_of" in trial.user_attrs:
         return False
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    enqueue_point(study, trial.params, retry_of=trial.number)
     return True
 
 
-def recover_stale(study, tracker=None) -> list[int]:
-    """Fail trials a dead driver left RUNNING, re-queue their parameters, fail their MLflow runs; return their
-    numbers.
+def recover_stale(study, tracker=None, storage=None) -> list[int]:
+    """Fail trials a dead driver left RUNNING, re-queue them, fail their MLflow runs; return their numbers.
 
-    A trial is stale when its recorded driver (host, pid) is this host's and no longer alive; when it was killed
-    before it could be tagged (no params yet: failed, nothing to re-queue) and a dead local driver is registered
-    or it is older than ORPHAN_S; or when Optuna's heartbeat says so (another host, silent for GRACE_S). Safe to
-    call from several drivers at once: only the one whose `tell` succeeds handles a trial.
+    A trial is stale when its recorded driver (host, pid) is this host's and no longer alive; when it was popped
+    but never tagged and a dead local driver is registered (none alive); or when its heartbeat
+    (storage.TrialHeartbeat) is older than GRACE_S (another host, or never tagged). The same rule for every
+    storage, the journal file included. After this driver's own database connection was lost (`storage` is the
+    study's RetryingStorage), nothing is judged by heartbeat until GRACE_S after the connection came back: the
+    other drivers' heartbeats were blocked by the same outage and need that long to resume. Safe to call from
+    several drivers at once: only the one whose `tell` succeeds handles a trial.
     """
     import optuna
     from optuna.trial import TrialState
 
+    from qtts_sweep.sweep import storage as storage_mod
+
+    grace = storage_mod.GRACE_S
+    outage = getattr(storage, "outage_ended", None)
+    heartbeat_judged = outage is None or time.monotonic() - outage > grace
     dead_local, live_local = _local_drivers(study)
-    now = datetime.datetime.now()
+    now = time.time()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     mine = []
     for t in running:
-        if not _is_dead(t, now, dead_local, live_local):
+        if not _is_dead(t, now, dead_local, live_local, grace if heartbeat_judged else float("inf")):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -103,20 +134,12 @@ def recover_stale(study, tracker=None) -> list[int]:
             continue
         requeue_stale(study, t)
         mine.append(t)
-    try:
-        optuna.storages.fail_stale_trials(
-            study
-        )  # other hosts; re-queued by the storage's heartbeat_stale_trial_callback
-    except (AttributeError, TypeError, ValueError):  # storage without heartbeats (journal)
-        pass
-    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    gone = [t for t in running if t.number in failed]
     if tracker is not None:
-        for t in gone:
+        for t in mine:
             tracker.finish_trial(
                 t.user_attrs.get("mlflow_run_id"), "FAILED", tags={"fail_reason": "driver died; trial re-queued"}
             )
-    return [t.number for t in gone]
+    return [t.number for t in mine]
 
 
 def requeued(trials) -> set[int]:

@@ -191,7 +191,7 @@ def marked_trials(study: Any, production_dir: str | Path | None) -> dict[int, st
     baselines (the published defaults and other fixed points a sweep file enqueues)."""
     import yaml
 
-    marks = {t.number: "baseline" for t in study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs}
+    marks = {t.number: "baseline" for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")}
     for f in sorted(Path(production_dir).glob("*/production.yaml")) if production_dir else []:
         origin = (yaml.safe_load(f.read_text()) or {}).get("origin", {})
         if origin.get("study") == study.study_name and origin.get("trial") is not None:

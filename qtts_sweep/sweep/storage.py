@@ -9,6 +9,7 @@ thread of a running trial. Does not own: what a trial does, when to stop (driver
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -18,8 +19,11 @@ from typing import Any
 from qtts_sweep.sweep.spec import SweepSpec
 from qtts_sweep.util.urls import redact
 
-HEARTBEAT_S = 5  # trial heartbeat period; a RUNNING trial silent for GRACE_S is stale
-GRACE_S = 20
+# Trial heartbeat period, and how long a RUNNING trial of another driver must be silent to be stale (the env
+# variables let the fault tests use seconds instead of tens of seconds). Heartbeats carry the writer's wall
+# time: across nodes keep clocks in sync (NTP) and GRACE_S well above any skew.
+HEARTBEAT_S = float(os.environ.get("QTTS_HEARTBEAT_S", "5"))
+GRACE_S = float(os.environ.get("QTTS_STALE_GRACE_S", "20"))
 # A database server that restarts (PostgreSQL upgrade, failover, a node reboot) drops every connection. Each
 # storage call is retried with exponential backoff for up to STORAGE_RETRY_S, then the driver stops with
 # StorageUnavailable. The delay is capped low so that heartbeats resume within seconds of the server's return
@@ -66,10 +70,10 @@ def default_storages(runs_dir: str) -> list[str]:
     return out
 
 
-def make_storage(url: str, heartbeat_stale_trial_callback: Any = None, retry_s: float = STORAGE_RETRY_S):
-    """The storage a URL names. `heartbeat_stale_trial_callback(study, trial)` runs in the one process whose heartbeat
-    check failed a stale trial (Optuna's own mechanism for re-queuing it exactly once). A database URL gets bounded
-    connections and retries that outlast a server restart (STORAGE_RETRY_S)."""
+def make_storage(url: str, retry_s: float = STORAGE_RETRY_S):
+    """The storage a URL names. A database URL gets bounded connections and retries that outlast a server restart
+    (STORAGE_RETRY_S). No Optuna heartbeat: trials carry the driver's own (TrialHeartbeat), the same for every
+    storage, the journal file included (Optuna's exists only for RDBStorage)."""
     import optuna
 
     if url.startswith("journal:"):
@@ -84,19 +88,11 @@ def make_storage(url: str, heartbeat_stale_trial_callback: Any = None, retry_s: 
         kwargs = dict(POOL)
         if url.startswith("postgresql"):
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    storage_cls = _retrying_rdb_storage()
-
-    def build():
-        return storage_cls(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
-            retry_s=retry_s,
-        )
-
-    return with_retries(build, url, retry_s, "opening the storage")
+    cls = _retrying_storage_cls()
+    rdb = with_retries(
+        lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs), url, retry_s, "opening the storage"
+    )
+    return cls(rdb, url, retry_s)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -114,9 +110,10 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(call, url: str, retry_s: float, what: str):
+def with_retries(call, url: str, retry_s: float, what: str, on_retry=None):
     """`call()`, retried on connection errors with capped exponential backoff for up to `retry_s`; each retry
-    says so on stderr, and running out raises StorageUnavailable naming the server and the fix."""
+    says so on stderr (and is passed to `on_retry`), and running out raises StorageUnavailable naming the server
+    and the fix."""
     start, delay, attempt = time.monotonic(), RETRY_FIRST_S, 0
     while True:
         try:
@@ -133,6 +130,8 @@ def with_retries(call, url: str, retry_s: float, what: str):
                     f"{what}): {reason}. Fix: check that the database server is up and reachable, then run the "
                     "same command again: the study resumes (a trial left RUNNING is failed and re-queued)."
                 ) from None
+            if on_retry is not None:
+                on_retry(exc)
             print(
                 f"qtts-sweep: storage connection lost ({what}: {reason}); retry {attempt} in {delay:.2f} s",
                 file=sys.stderr,
@@ -142,59 +141,62 @@ def with_retries(call, url: str, retry_s: float, what: str):
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-# Every storage operation a driver, a report or the heartbeat calls: BaseStorage and BaseHeartbeat, plus the
-# underscored RDBStorage methods that Optuna's own trial cache (which wraps every RDBStorage) calls instead.
-_RETRIED = (
-    "create_new_study delete_study set_study_user_attr set_study_system_attr get_study_id_from_name "
-    "get_study_name_from_id get_study_directions get_study_user_attrs get_study_system_attrs get_all_studies "
-    "create_new_trial set_trial_param get_trial_id_from_study_id_trial_number get_trial_number_from_id "
-    "get_trial_param set_trial_state_values set_trial_intermediate_value set_trial_user_attr set_trial_system_attr "
-    "get_trial get_all_trials get_n_trials get_best_trial get_trial_params get_trial_user_attrs "
-    "get_trial_system_attrs record_heartbeat _get_stale_trial_ids _create_new_trial _set_trial_param "
-    "_get_best_trial_id _get_trials"
-).split()
+class _Retrying:
+    """A database-backed Optuna storage whose every operation rides out a server restart (see STORAGE_RETRY_S).
+
+    `RetryingStorage` (built on first use by `_retrying_storage_cls`, so that importing this module does not
+    import Optuna) is this plus `optuna.storages.BaseStorage`, the public base class Optuna documents for custom
+    storages: a delegating wrapper around an `RDBStorage` whose every public method is retried at this one call
+    site; no Optuna internals are overridden. A write whose commit reached the server just before the connection
+    dropped is retried too; for the one that matters -- popping an enqueued trial (WAITING -> RUNNING) -- the
+    retry finds the trial RUNNING and Optuna's `ask` moves on, leaving a RUNNING trial without parameters that
+    `recovery` fails and re-queues from the point it carries (`recovery.enqueue_point`), so every enqueued point
+    still runs exactly once.
+
+    `outage_ended` is the monotonic time the last connection loss ended: stale-trial detection waits a grace
+    period after it, so that other drivers' heartbeats get a chance to resume first (recovery.recover_stale).
+    """
+
+    def __init__(self, rdb, url: str, retry_s: float) -> None:
+        self.rdb, self.url, self.retry_s = rdb, url, retry_s
+        self.outage_ended: float | None = None
+
+    def _call(self, name: str, *args, **kwargs):
+        failed: list[BaseException] = []
+        method = getattr(self.rdb, name)
+        result = with_retries(lambda: method(*args, **kwargs), self.url, self.retry_s, name, on_retry=failed.append)
+        if failed:
+            self.outage_ended = time.monotonic()
+        return result
+
+    def __getstate__(self):
+        return {"rdb": self.rdb, "url": self.url, "retry_s": self.retry_s, "outage_ended": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
 _storage_cls = None
 
 
-def _retrying_rdb_storage():
-    """RDBStorage whose operations ride out a server restart (see STORAGE_RETRY_S).
-
-    A subclass, not a wrapper, so Optuna still recognizes it (its trial cache and heartbeat checks test
-    `isinstance(storage, RDBStorage)`). Only the outermost call retries (RDBStorage methods call each other), so
-    the bound holds. A write whose commit reached the server just before the connection dropped is retried too:
-    creating a trial may then leave one extra RUNNING trial, which heartbeat recovery fails and re-queues.
-    """
+def _retrying_storage_cls():
     global _storage_cls
     if _storage_cls is not None:
         return _storage_cls
-    import functools
-
     import optuna
 
-    local = threading.local()
-
-    def retrying(name: str):
-        method = getattr(optuna.storages.RDBStorage, name)
-
-        @functools.wraps(method)
+    def method(name: str):
         def call(self, *args, **kwargs):
-            if getattr(local, "depth", 0):
-                return method(self, *args, **kwargs)
-            local.depth = 1
-            try:
-                return with_retries(lambda: method(self, *args, **kwargs), self.url, self.retry_s, name)
-            finally:
-                local.depth = 0
+            return self._call(name, *args, **kwargs)
 
+        call.__name__ = name
         return call
 
-    def __init__(self, url: str, *args, retry_s: float = STORAGE_RETRY_S, **kwargs):
-        self.retry_s = retry_s
-        optuna.storages.RDBStorage.__init__(self, url, *args, **kwargs)
-
-    body = {"__init__": __init__, **{name: retrying(name) for name in _RETRIED}}
-    _storage_cls = type("RetryingRDBStorage", (optuna.storages.RDBStorage,), body)
-    globals()["RetryingRDBStorage"] = _storage_cls  # so pickle finds the class by name
+    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_")]
+    body = {name: method(name) for name in names if callable(getattr(optuna.storages.BaseStorage, name))}
+    body["__module__"] = __name__
+    _storage_cls = type("RetryingStorage", (_Retrying, optuna.storages.BaseStorage), body)
+    globals()["RetryingStorage"] = _storage_cls  # so pickle finds the class by name
     return _storage_cls
 
 
@@ -247,36 +249,34 @@ def open_study(spec: SweepSpec, storage: Any):
     )
 
 
-def trial_id(trial) -> int:
-    """The storage id of a trial. Optuna gap: heartbeats are recorded by storage id
-    (`BaseHeartbeat.record_heartbeat(trial_id)`), and neither `Trial` nor `FrozenTrial` exposes it publicly;
-    this is the one place that reads the private attribute."""
-    return trial._trial_id
+class TrialHeartbeat:
+    """A running trial's heartbeat: its `heartbeat` user attribute, [beat count, writer's wall time], rewritten
+    every HEARTBEAT_S from a thread through Optuna's public `trial.set_user_attr`. The same mechanism for every
+    storage (Optuna's own heartbeat exists only for RDBStorage and cannot tell a dead driver from one that lost
+    its database for a while: recovery.recover_stale). Stops by itself once the trial is finished."""
 
-
-class Heartbeat:
-    """Records a running trial's heartbeat every HEARTBEAT_S in a thread (Optuna does this only in `optimize()`)."""
-
-    def __init__(self, storage: Any, trial) -> None:
+    def __init__(self, trial) -> None:
         self._stop = threading.Event()
-        self._thread = None
-        if hasattr(storage, "record_heartbeat"):  # RDB storages; the journal storage has none
-            tid = trial_id(trial)
-            storage.record_heartbeat(tid)
-            self._thread = threading.Thread(target=self._run, args=(storage, tid), daemon=True)
-            self._thread.start()
+        self._trial = trial
+        self._beats = 0
+        self._beat()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="trial-heartbeat")
+        self._thread.start()
 
-    def _run(self, storage: Any, tid: int) -> None:
+    def _beat(self) -> None:
+        self._beats += 1
+        self._trial.set_user_attr("heartbeat", [self._beats, time.time()])
+
+    def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                storage.record_heartbeat(tid)
-            except Exception:  # the trial finished meanwhile
+                self._beat()
+            except Exception:  # the trial finished (here or by another driver), or the storage gave up
                 return
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=HEARTBEAT_S + 1)
+        self._thread.join(timeout=HEARTBEAT_S + 1)
 
 
 def storage_file(url: str) -> Path | None:
