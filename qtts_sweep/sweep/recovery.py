@@ -20,22 +20,28 @@ import time
 from qtts_sweep.util.procs import pid_alive
 
 STALE_PREFIX = "stale:"
+HOST_ENV = "QTTS_DRIVER_HOST"  # overrides the host name drivers record (containers on many nodes may share one)
+
+
+def driver_host() -> str:
+    """The name this driver records as its host: a dead pid is only trusted on the same host."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 def register_driver(study) -> None:
     """Note this driver (host, pid) in the study, so a restart can tell its orphans from a live driver's trials."""
-    study.set_user_attr(f"driver:{socket.gethostname()}:{os.getpid()}", time.time())
+    study.set_user_attr(f"driver:{driver_host()}:{os.getpid()}", time.time())
 
 
 def tag_trial(trial) -> None:
     """Record which driver runs `trial` (read by `recover_stale` of a later driver)."""
-    trial.set_user_attr("driver_host", socket.gethostname())
+    trial.set_user_attr("driver_host", driver_host())
     trial.set_user_attr("driver_pid", os.getpid())
 
 
 def _local_drivers(study) -> tuple[bool, bool]:
     """(a dead driver of this host is registered, another live driver of this host is registered)."""
-    prefix = f"driver:{socket.gethostname()}:"
+    prefix = f"driver:{driver_host()}:"
     pids = [int(k[len(prefix) :]) for k in study.user_attrs if k.startswith(prefix)]
     others = [p for p in pids if p != os.getpid()]
     return any(not pid_alive(p) for p in others), any(pid_alive(p) for p in others)
@@ -61,7 +67,7 @@ def _is_dead(t, now: float, dead_local: bool, live_local: bool, grace: float) ->
     host = t.user_attrs.get("driver_host")
     if pid is None and dead_local and not live_local:  # killed between ask() and tag_trial() on this host
         return True
-    if pid is not None and host == socket.gethostname():
+    if pid is not None and host == driver_host():
         return pid != os.getpid() and not pid_alive(pid)
     return _heartbeat_age(t, now) > grace  # another host (or untagged): silent for the grace period
 

@@ -92,7 +92,22 @@ def make_storage(url: str, retry_s: float = STORAGE_RETRY_S):
     rdb = with_retries(
         lambda: optuna.storages.RDBStorage(url, engine_kwargs=kwargs), url, retry_s, "opening the storage"
     )
-    return cls(rdb, url, retry_s)
+    storage = cls(rdb, url, retry_s)
+    _watch_connection_losses(storage)
+    return storage
+
+
+def _watch_connection_losses(storage) -> None:
+    """Note in `storage.outage_ended` every lost connection SQLAlchemy sees, including the silent ones: after a
+    server restart the pool's pre-ping finds its connections dead and reconnects without an error reaching us,
+    and a driver that was busy during the outage must still know there was one (recovery.recover_stale)."""
+    from sqlalchemy import event
+
+    def lost(*_args) -> None:
+        storage.outage_ended = time.monotonic()
+
+    event.listen(storage.rdb.engine.pool, "invalidate", lost)
+    event.listen(storage.rdb.engine.pool, "soft_invalidate", lost)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -174,6 +189,7 @@ class _Retrying:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        _watch_connection_losses(self)
 
 
 _storage_cls = None
