@@ -111,8 +111,12 @@ def test_a_short_sweep_and_promote_print_only_our_lines_and_verbose_brings_the_r
     sweep_file.write_text(yaml.safe_dump(spec))
     overrides = [*CHEAP, f"paths.models_dir={tiny_model_dir.parent}"]
     runs = tmp_path / "runs"
+    # the README's way to bring your own configs: a folder with the group layout, passed as --config-dir
+    mine = tmp_path / "myconf" / "data"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text((PROJECT_DIR / "conf" / "data" / "demo.yaml").read_text())
 
-    out = _cli(["sweep", str(sweep_file), *overrides], runs)
+    out = _cli(["sweep", str(sweep_file), "data=mine", "--config-dir", str(mine.parent), *overrides], runs)
     out += _cli(["promote", "quiet_demo", "experiment=tiny_demo", *overrides], runs)
     for banner in BANNERS:
         assert banner not in out, f"{banner!r} in quiet output:\n{out}"

@@ -38,9 +38,18 @@ def _sweep_file(tmp: Path, n_trials: int) -> Path:
     return path
 
 
-def _cmd(tmp: Path, tiny_model_dir: Path, sweep: Path, workers: int) -> list[str]:
+def _cmd(tmp: Path, tiny_model_dir: Path, sweep: Path, workers: int, *extra: str) -> list[str]:
     paths = [f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}"]
-    return [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep), "--workers", str(workers), *CHEAP, *paths]
+    cli = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep), "--workers", str(workers)]
+    return [*cli, *extra, *CHEAP, *paths]
+
+
+def _own_config_dir(tmp: Path) -> list[str]:
+    """The README's way to bring your own configs: `data=mine --config-dir DIR` (DIR/data/mine.yaml)."""
+    mine = tmp / "myconf" / "data"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text((Path(__file__).parents[1] / "conf" / "data" / "demo.yaml").read_text())
+    return ["data=mine", "--config-dir", str(mine.parent)]
 
 
 def _agree_with_mlflow(tmp: Path, study) -> None:
@@ -68,7 +77,8 @@ def _no_partial_checkpoint(tmp: Path) -> None:
 
 def test_two_workers_finish_the_budget_and_train_no_epoch_twice(tmp_path, tiny_model_dir):
     sweep = _sweep_file(tmp_path, 8)
-    proc = subprocess.run(_cmd(tmp_path, tiny_model_dir, sweep, 2), capture_output=True, text=True, timeout=1200)
+    cmd = _cmd(tmp_path, tiny_model_dir, sweep, 2, *_own_config_dir(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     study = load_existing_study("tiny", journal_storage(str(tmp_path)))
     assert 8 <= sum(budget_used(study)) <= 8 + 1  # at most N-1 over

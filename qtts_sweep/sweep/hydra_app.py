@@ -1,8 +1,11 @@
-"""The Hydra application a sweep runs in: `--multirun hydra/sweeper=qtts hydra.sweeper.sweep=<name>`.
+"""The Hydra application for users who launch sweeps with Hydra's own multirun:
 
-`qtts-sweep sweep <name>` builds that command line. The task function is never called per trial: the sweeper
-dispatches trials to a persistent worker process (crash isolation, base model kept loaded), which Hydra's
-launchers cannot do.
+    python -m qtts_sweep.sweep.hydra_app --multirun hydra/sweeper=qtts hydra.sweeper.sweep=tiny [overrides]
+
+The sweeper plugin (hydra_plugins/qtts_sweep_sweeper) hands over to `launch.run_sweep`, the same path as
+`qtts-sweep sweep <name>` (which composes without Hydra's command line). The task function is never called per
+trial: the sweeper dispatches trials to a persistent worker process (crash isolation, base model kept loaded),
+which Hydra's launchers cannot do.
 """
 
 from __future__ import annotations
@@ -33,3 +36,7 @@ def run(argv: list[str]) -> int:
     finally:
         sys.argv = old
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

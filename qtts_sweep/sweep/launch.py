@@ -1,13 +1,14 @@
-"""Starting a sweep: `qtts-sweep sweep NAME` (validate, then a Hydra multirun through the qtts sweeper),
-`--plan`, the sweeper's entry point, many drivers on one study, and the closing lines that say where to look.
+"""Starting a sweep: `qtts-sweep sweep NAME` (compose, validate, run: `run_sweep`), `--plan`, the Hydra sweeper's
+entry point (the same `run_sweep` after Hydra composed the config), many drivers on one study, and the closing
+lines that say where to look.
 
 Many workers (`--workers N`, or SLURM jobs) are N independent driver processes on one shared study, with no batch
 barrier: each asks for its next trial as soon as its last one ends. Everything that must happen once happens in
 `prepare_study` before any driver starts (creating the study's schema concurrently fails; recovering stale trials
 or enqueuing baselines twice would duplicate trials); each driver then runs `join_study`.
 
-Owns: resolving a sweep file against the composed config (once, the same way for every entry), the Hydra command
-line, starting and waiting for local drivers. Does not own: the trial loop (driver.py) or the report (report.py).
+Owns: resolving a sweep file against the composed config (once, the same way for every entry),
+starting and waiting for local drivers. Does not own: the trial loop (driver.py) or the report (report.py).
 """
 
 from __future__ import annotations
@@ -198,15 +199,44 @@ def _wait_or_kill(proc: subprocess.Popen, timeout: float = 60.0) -> int:
         return proc.wait()
 
 
+def run_sweep(
+    name: str,
+    overrides: list[str],
+    compose: Callable[[list[str]], Config],
+    workers: int = 1,
+    devices: str | None = None,
+    config_dir: str | None = None,
+) -> SweepOutcome | Prepared:
+    """The one way a sweep runs, whichever entry point composed the config: one driver in this process, or N
+    driver processes on one study (`run_local_workers`); then the report."""
+    from qtts_sweep.sweep.report import finish_sweep
+
+    if workers > 1:
+        prepared = run_local_workers(name, list(overrides), workers, devices or None, config_dir)
+        finish_sweep(prepared.spec, prepared.storage_url, prepared.parent_run_id, prepared.cfg, None)
+        return prepared
+    spec, spec_cfg = resolve_spec(name, compose, list(overrides))
+    spec = dataclasses.replace(spec, storage=storage_for(spec, spec_cfg, 1))
+    progress = SweepProgress(spec.n_trials)
+    try:
+        outcome = SweepDriver(spec, compose, list(overrides), log=progress.log, progress=progress).run()
+    finally:
+        progress.close()
+    finish_sweep(spec, outcome.storage, outcome.parent_run_id, spec_cfg, outcome.base_eval_dir)
+    return outcome
+
+
 def sweep_from_hydra(
     sweep_name: str, arguments: list[str], hydra_context: Any, config: Any, workers: int = 1, devices: str = ""
 ) -> SweepOutcome | Prepared:
-    """Entry from the Hydra sweeper plugin: the base config is composed by Hydra's own config loader."""
+    """Entry from the Hydra sweeper plugin (users who launch with Hydra's own `-m`): the base config is composed by
+    Hydra's config loader, then the same `run_sweep` as `qtts-sweep sweep`. Extra drivers (`workers` > 1) compose
+    their config with the shipped conf/ and the given overrides (a Hydra `--config-dir` does not reach them: use
+    `qtts-sweep sweep --config-dir` for that)."""
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     from qtts_sweep.config.loader import compose_with, finish
-    from qtts_sweep.sweep.report import finish_sweep
 
     loader = hydra_context.config_loader
 
@@ -217,19 +247,7 @@ def sweep_from_hydra(
         cfg = compose_with(once, overrides)
         return finish(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
 
-    if workers > 1:
-        prepared = run_local_workers(sweep_name, list(arguments), workers, devices or None)
-        finish_sweep(prepared.spec, prepared.storage_url, prepared.parent_run_id, prepared.cfg, None)
-        return prepared
-    spec, spec_cfg = resolve_spec(sweep_name, compose, list(arguments))
-    spec = dataclasses.replace(spec, storage=storage_for(spec, spec_cfg, 1))
-    progress = SweepProgress(spec.n_trials)
-    try:
-        outcome = SweepDriver(spec, compose, list(arguments), log=progress.log, progress=progress).run()
-    finally:
-        progress.close()
-    finish_sweep(spec, outcome.storage, outcome.parent_run_id, spec_cfg, outcome.base_eval_dir)
-    return outcome
+    return run_sweep(sweep_name, list(arguments), compose, workers, devices or None)
 
 
 def model_config_dict(cfg: Config) -> dict:
@@ -261,28 +279,15 @@ def plan_sweep(name: str, overrides: list[str], config_dir: str | None = None) -
 def launch(
     name: str, overrides: list[str], config_dir: str | None = None, workers: int = 1, devices: str | None = None
 ) -> int:
-    """`qtts-sweep sweep <name>`: validate, then run the Hydra multirun with the qtts sweeper."""
-    from qtts_sweep.config.loader import load_config
-    from qtts_sweep.sweep.hydra_app import run
+    """`qtts-sweep sweep <name>`: compose with the shipped conf/ (and `config_dir` first), run the sweep.
 
-    spec, cfg = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
-    sweep_dir = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name
-    argv = [
-        "--multirun",
-        "hydra/sweeper=qtts",
-        f"hydra.sweeper.sweep={spec.source}",
-        f"hydra.sweep.dir={sweep_dir}/hydra",
-        "hydra.job.chdir=false",
-        # Hydra's logging config would route every library's INFO messages to the console.
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
-        f"hydra.sweeper.workers={workers}",
-    ]
-    if devices:
-        argv.append(f"hydra.sweeper.devices='{devices}'")
-    if config_dir:
-        argv += ["--config-dir", str(Path(config_dir).resolve())]
-    return run([*argv, *overrides])
+    No Hydra command line in between: the overrides and `--config-dir` go straight to the composition the other
+    subcommands use (`--plan` and `check` accept exactly the same line), and to every driver with `--workers`.
+    """
+    from qtts_sweep.config.loader import load_config
+
+    run_sweep(name, overrides, lambda ov: load_config(ov, config_dir), workers, devices, config_dir)
+    return 0
 
 
 def closing_lines(cfg: Config, study_name: str, storage: str) -> str:
