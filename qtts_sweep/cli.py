@@ -11,6 +11,9 @@ import argparse
 import sys
 
 from qtts_sweep.util import quiet
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 VERBOSE_HELP = "show every library warning, log line and banner (also in worker and driver processes)"
 
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValidationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error(str(exc))
         return 2
     except (OSError, ValueError) as exc:  # the hub raises both; transformers wraps them in OSError
         from qtts_sweep.config.model_source import hub_error, hub_error_message
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         hub = hub_error(exc)
         if hub is None:
             raise
-        print(hub_error_message(hub), file=sys.stderr)
+        log.error(hub_error_message(hub).removeprefix("error: "))
         return 2
 
 

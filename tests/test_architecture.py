@@ -214,6 +214,18 @@ def metrics_reaching_for_the_model(sources: dict[str, Source]) -> list[str]:
     return out
 
 
+def printing_to_stderr(sources: dict[str, Source]) -> list[str]:
+    """The package logs its warnings (util/log.py: one logger per module), never prints them to stderr."""
+    out = []
+    for s in sources.values():
+        for node in ast.walk(s.tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                for kw in node.keywords:
+                    if kw.arg == "file" and "stderr" in ast.unparse(kw.value):
+                        out.append(f"{s.path.name}:{node.lineno} prints to stderr (use log = get_logger(__name__))")
+    return out
+
+
 RULES = {
     "cycles": lambda src: [" -> ".join(c) for c in cycles(internal_edges(src))],
     "layering": layering_violations,
@@ -221,6 +233,7 @@ RULES = {
     "mlflow": lambda src: foreign_imports(src, "mlflow", MLFLOW_HOME),
     "optuna": optuna_machinery_outside,
     "metrics": metrics_reaching_for_the_model,
+    "logging": printing_to_stderr,
 }
 
 
@@ -243,6 +256,7 @@ BREAKS = {
     "mlflow": ("sweep/report.py", "\ndef f():\n    import mlflow  # noqa\n"),
     "optuna": ("production/gc.py", "\ndef f(study):\n    return study.ask()\n"),
     "metrics": ("metrics/objective.py", "\ndef f():\n    from qtts_sweep.model import modeling  # noqa\n"),
+    "logging": ("sweep/report.py", "\ndef f():\n    import sys\n    print('warning: x', file=sys.stderr)\n"),
 }
 
 

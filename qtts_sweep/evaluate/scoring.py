@@ -29,6 +29,9 @@ from qtts_sweep.config.schema import Config, EvalConfig
 from qtts_sweep.evaluate.suite import MetricSuite, code_metrics, teacher_forced
 from qtts_sweep.evaluate.synth import Line, Synthesized, Synthesizer
 from qtts_sweep.metrics.catalog import REGISTRY
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 RESULT_FILE = "result.json"
 CEILING_PREFIX = "ceiling_"  # summary keys of the codec ceiling's aggregated metrics
@@ -169,7 +172,6 @@ def load_cached(runs_dir: str, key: str) -> EvalResult | None:
     """The cached result of `key`, or None when there is none. An entry whose files fail their manifest check,
     or whose result.json lacks what a result holds, is moved aside (reported on stderr) and None is returned, so
     the caller recomputes it."""
-    import sys
 
     from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
 
@@ -190,7 +192,7 @@ def load_cached(runs_dir: str, key: str) -> EvalResult | None:
             raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
     except CorruptEntry as exc:
         moved = quarantine(exc, d)
-        print(f"warning: cached evaluation {moved}; it is recomputed. Fix: none needed", file=sys.stderr)
+        log.warning(f"cached evaluation {moved}; it is recomputed. Fix: none needed")
         return None
     return result
 

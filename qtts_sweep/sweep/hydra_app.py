@@ -13,6 +13,9 @@ from __future__ import annotations
 import sys
 
 from qtts_sweep.config.loader import CONF_DIR
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 
 def run(argv: list[str]) -> int:
@@ -27,7 +30,7 @@ def run(argv: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def app(cfg: DictConfig) -> None:
-        print("qtts-sweep's Hydra app only runs sweeps: qtts-sweep sweep <name>", file=sys.stderr)
+        log.error("qtts-sweep's Hydra app only runs sweeps: --multirun hydra/sweeper=qtts hydra.sweeper.sweep=NAME")
 
     old = sys.argv
     sys.argv = ["qtts-sweep-sweep", *argv]

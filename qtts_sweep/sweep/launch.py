@@ -27,7 +27,10 @@ from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep.driver import SweepDriver, SweepOutcome
 from qtts_sweep.sweep.progress import SweepProgress, watch_drivers
 from qtts_sweep.sweep.spec import SweepSpec, format_plan, load_spec, lora_param_count, plan
+from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import redact
+
+log = get_logger(__name__)
 
 
 def resolve_spec(name: str, compose: Callable[[list[str]], Config], overrides: list[str]) -> tuple[SweepSpec, Config]:
@@ -177,7 +180,7 @@ def run_local_workers(
             server.stop()
     for i, code in enumerate(codes):
         if code:  # its RUNNING trial was failed and re-queued by the drivers that went on (recovery.py)
-            print(f"driver {i} exited with {_exit_text(code)}; the other drivers recovered its trial", file=sys.stderr)
+            log.warning(f"driver {i} exited with {_exit_text(code)}; the other drivers recovered its trial")
     return prepared
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config, LauncherConfig, Problem, ValidationError
+from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import redact
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -110,11 +112,10 @@ def check_services(cfg: Config, storage_url: str) -> None:
     if problems:
         raise ValidationError(problems, "launcher=slurm")
     if cfg.launcher.cluster == "slurm" and not storage_url.startswith(("postgresql", "mysql")):
-        print(
-            f"warning: the study is in {redact(storage_url)}: fine while every job runs on this machine; for "
+        log.warning(
+            f"the study is in {redact(storage_url)}: fine while every job runs on this machine; for "
             "several nodes use a database server (--storage postgresql+psycopg://USER@HOST/DB, password in "
-            "~/.pgpass)",
-            file=sys.stderr,
+            "~/.pgpass)"
         )
 
 

@@ -10,14 +10,16 @@ thread of a running trial. Does not own: what a trial does, when to stop (driver
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from qtts_sweep.sweep.spec import SweepSpec
+from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import redact
+
+log = get_logger(__name__)
 
 # Trial heartbeat period, and how long a RUNNING trial of another driver must be silent to be stale (the env
 # variables let the fault tests use seconds instead of tens of seconds). Heartbeats carry the writer's wall
@@ -147,11 +149,7 @@ def with_retries(call, url: str, retry_s: float, what: str, on_retry=None):
                 ) from None
             if on_retry is not None:
                 on_retry(exc)
-            print(
-                f"qtts-sweep: storage connection lost ({what}: {reason}); retry {attempt} in {delay:.2f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            log.warning(f"storage connection lost ({what}: {reason}); retry {attempt} in {delay:.2f} s")
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 

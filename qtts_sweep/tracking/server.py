@@ -18,7 +18,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import redact
+
+log = get_logger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
@@ -99,7 +102,7 @@ def start_mlflow_server(
 
 
 EXPOSED_WARNING = (
-    "warning: the MLflow server listens on {host}:{port}, beyond this machine. MLflow has no authentication by "
+    "the MLflow server listens on {host}:{port}, beyond this machine. MLflow has no authentication by "
     "default: anyone who can reach that address can read, change and delete every run, metric, artifact and "
     "registered model. Keep it on a trusted network or behind an authenticating reverse proxy (or MLflow's "
     "basic-auth app); clients then pass MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."
@@ -119,7 +122,7 @@ def serve(
     import signal
 
     if host != LOOPBACK:
-        print(EXPOSED_WARNING.format(host=host, port=port), file=sys.stderr)
+        log.warning(EXPOSED_WARNING.format(host=host, port=port))
     handle = start_mlflow_server(backend_uri, artifact_root, host, port, allowed_hosts=allowed_hosts, workers=workers)
     signal.signal(signal.SIGTERM, _interrupt)
     reach = socket.getfqdn() if host in ("0.0.0.0", "::") else host

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,9 @@ from qtts_sweep.train.store import (
     model_identity,
     training_key,
 )
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 EPOCH_SEED_STRIDE = 100_003  # seed of epoch e = train.seed * stride + e: independent, reproducible streams
 
@@ -88,11 +90,10 @@ def epoch_metrics(run: TrainingRun, epoch: int) -> dict[str, float]:
 def report_corrupt(exc: CorruptEntry) -> None:
     """One line per corrupt epoch: which file, where its folder went, and what (if anything) to do."""
     where = f" and its folder moved aside to {exc.moved_to}" if exc.moved_to else ""
-    print(
-        f"warning: corrupt checkpoint {exc.path}: {exc.reason}. It is treated as missing{where}, and recomputed. "
+    log.warning(
+        f"corrupt checkpoint {exc.path}: {exc.reason}. It is treated as missing{where}, and recomputed. "
         "Fix: nothing needed for this run; delete the moved-aside folder once inspected, and if others can write "
-        "into the store, restrict it (chmod -R o-w <store>)",
-        file=sys.stderr,
+        "into the store, restrict it (chmod -R o-w <store>)"
     )
 
 

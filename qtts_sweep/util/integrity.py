@@ -15,9 +15,12 @@ import hashlib
 import json
 import os
 import stat
-import sys
 import time
 from pathlib import Path
+
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -143,8 +146,7 @@ def warn_if_others_can_write(folder: Path) -> None:
     mode = folder.stat().st_mode
     if mode & stat.S_IWOTH:
         _warned.add(key)
-        print(
-            f"warning: {folder} is writable by every user (mode {stat.filemode(mode)}): anyone on this machine can "
-            f"replace what is loaded from it. Fix: chmod o-w {folder}",
-            file=sys.stderr,
+        log.warning(
+            f"{folder} is writable by every user (mode {stat.filemode(mode)}): anyone on this machine can "
+            f"replace what is loaded from it. Fix: chmod o-w {folder}"
         )

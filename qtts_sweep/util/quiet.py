@@ -25,6 +25,11 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+from qtts_sweep.util.log import get_logger
+from qtts_sweep.util.log import set_verbose as set_log_verbose
+
+log = get_logger(__name__)
+
 VERBOSE_ENV = "QTTS_VERBOSE"
 
 # Read by the libraries themselves when they first configure their logging (so also in child processes).
@@ -75,11 +80,12 @@ def note(message: str) -> None:
     if message in _noted:
         return
     _noted.add(message)
-    print(f"note: {message}", file=sys.stderr, flush=True)
+    log.info(message)
 
 
 def setup() -> None:
     """Silence library chatter for this process (and children that inherit its environment), unless verbose."""
+    set_log_verbose(verbose())
     if verbose():
         return
     for key, value in LIBRARY_ENV.items():
