@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qtts_sweep"
 ROOT = "qtts_sweep"
 # Subpackages from the bottom up: a package may import only from packages strictly below it (and itself).
 # metrics is pure functions on numbers and audio, so the config schema can validate objective weights against it.
-# tracking sits low because training reports through its small protocol (tracking.reporter); its MLflow module
+# tracking sits low: its MLflow module
 # imports nothing of the package but the config schema. data sits above model: preparing a dataset encodes codec
 # codes with the model's own speech tokenizer.
 LAYERS = [

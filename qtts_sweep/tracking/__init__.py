@@ -1,6 +1,5 @@
 """Experiment tracking: the only package that imports mlflow.
 
-Owns: `reporter` (the small protocol training reports through, with null and in-memory implementations),
-`mlflow_tracker` (training runs per key, a parent run per study, a child run per trial, the model registry).
+Owns: `mlflow_tracker` (training runs per key, a parent run per study, a child run per trial, the model registry).
 Does not own: what is computed or decided; it records what it is given.
 """

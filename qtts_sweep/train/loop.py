@@ -22,7 +22,6 @@ from typing import Any
 from qtts_sweep.config.schema import Config
 from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
 from qtts_sweep.data.rows import PreparedRow
-from qtts_sweep.tracking.reporter import MetricReporter, NullReporter
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import (
     Checkpoint,
@@ -220,7 +219,6 @@ def _usable_start(run: TrainingRun, epoch: int) -> tuple[int, Checkpoint | None]
 def ensure_epoch(
     cfg: Config,
     epoch: int,
-    reporter: MetricReporter | None = None,
     on_epoch: Callable[[int, dict[str, float], bool], None] | None = None,
     run: TrainingRun | None = None,
     progress: bool = True,
@@ -235,7 +233,6 @@ def ensure_epoch(
         loaded: an already loaded base model with LoRA layers of this config injected (a sweep worker's);
             its adapter is re-initialised, trained, and left holding the last trained epoch.
     """
-    reporter = reporter or NullReporter()
     if not 1 <= epoch <= cfg.train.max_epochs:
         raise ValueError(f"epoch {epoch} is outside 1..train.max_epochs={cfg.train.max_epochs}")
     run = run or resolve_run(cfg)
@@ -244,15 +241,15 @@ def ensure_epoch(
     lease = TrainingLease(run.dir)  # one object: it accumulates its observation of another holder's marker
     while True:
         start, resume = _usable_start(run, epoch)
-        _report_reused(run, start, result, reporter, on_epoch)
+        _report_reused(run, start, result, on_epoch)
         if start == epoch:
             return result
         if lease.try_acquire():
             try:
                 start, resume = _usable_start(run, epoch)  # another worker may have saved more meanwhile
-                _report_reused(run, start, result, reporter, on_epoch)
+                _report_reused(run, start, result, on_epoch)
                 if start < epoch:
-                    _train_epochs(cfg, run, resume, start, epoch, result, reporter, on_epoch, progress, loaded, lease)
+                    _train_epochs(cfg, run, resume, start, epoch, result, on_epoch, progress, loaded, lease)
             finally:
                 lease.release()
             return result
@@ -260,7 +257,7 @@ def ensure_epoch(
 
 
 def _report_reused(
-    run: TrainingRun, start: int, result: TrainResult, reporter: MetricReporter, on_epoch: Callable | None
+    run: TrainingRun, start: int, result: TrainResult, on_epoch: Callable | None
 ) -> None:
     """Report stored epochs 1..start not reported yet, in order (the pruner sees every epoch once)."""
     stored = run.store.epochs(run.key)
@@ -274,7 +271,6 @@ def _report_reused(
             continue
         result.metrics[e] = m
         result.reused.append(e)
-        reporter.log_metrics(m, step=e)
         if on_epoch:
             on_epoch(e, m, True)
 
@@ -299,7 +295,6 @@ def _train_epochs(
     start: int,
     stop: int,
     result: TrainResult,
-    reporter: MetricReporter,
     on_epoch: Callable | None,
     progress: bool,
     loaded: Any | None,
@@ -377,7 +372,6 @@ def _train_epochs(
         _save_epoch(run, e, model, spk, opt, sched, metrics, cfg, lease)
         result.trained.append(e)
         result.metrics[e] = metrics
-        reporter.log_metrics(metrics, step=e)
         if on_epoch:
             on_epoch(e, metrics, False)
 
