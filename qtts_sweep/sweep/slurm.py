@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config, LauncherConfig, Problem, ValidationError
-from qtts_sweep.util.urls import redact
+from qtts_sweep.util.urls import public_overrides, redact, secret_env
 
 
 @dataclass
 class WorkerJob:
     """One array element: a driver joining the prepared study. Picklable (submitit stores it in the job folder),
-    so it holds no secret: the storage URL travels in the environment (launch.STORAGE_ENV), which sbatch exports
+    so it holds no secret: the storage URL (launch.STORAGE_ENV) and every override holding a credential
+    (`util.urls.secret_env`, e.g. a tracking URI with a password) travel in the environment, which sbatch exports
     to the job and the local executor inherits."""
 
     name: str
@@ -54,6 +55,13 @@ class WorkerJob:
             trials, reason = [], "stopped by a signal before the driver started a trial"
         print(f"driver {index}: ran trials {trials}" + (f"; {reason}" if reason else ""), flush=True)
         return {"index": index, "trials_run": trials, "stopped_reason": reason}
+
+
+def worker_job(name: str, overrides: list[str], config_dir: str | None, threads: int | None) -> WorkerJob:
+    """The job submitit pickles into the job folder: overrides holding a credential left out (they go through
+    the environment, `util.urls.secret_env`)."""
+    folder = str(Path(config_dir).resolve()) if config_dir else None
+    return WorkerJob(name, public_overrides(overrides), folder, threads)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -138,9 +146,10 @@ def submit(
     cfg, launcher = prepared.cfg, prepared.cfg.launcher
     check_services(cfg, prepared.storage_url)
     os.environ[STORAGE_ENV] = prepared.storage_url  # exported to the jobs; never pickled or written by us
+    os.environ.update(secret_env(overrides))  # likewise the overrides that hold a credential
     Path(launcher.log_folder.split("%", 1)[0]).mkdir(parents=True, exist_ok=True)
     executor = make_executor(launcher, workers, prepared.spec.study_name)
-    job = WorkerJob(name, list(overrides), str(Path(config_dir).resolve()) if config_dir else None, launcher.cpus)
+    job = worker_job(name, overrides, config_dir, launcher.cpus)
     jobs = executor.map_array(job, list(range(workers)))
     print(follow_lines(jobs, launcher))
     wait = launcher.cluster == "local" or (launcher.wait if wait is None else wait)

@@ -180,15 +180,15 @@ def _save_epoch(
     lease: TrainingLease | None = None,
 ) -> Path:
     import torch
-    from omegaconf import OmegaConf
 
+    from qtts_sweep.config.loader import to_yaml
     from qtts_sweep.model.lora import adapter_state_dict
 
     checkpoint = Checkpoint(
         adapter=adapter_state_dict(model),
         speaker_embedding=spk,
         metrics=metrics,
-        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        config_yaml=to_yaml(cfg),  # credentials in URLs masked
         trainer_state=TrainerState(opt.state_dict(), sched.state_dict(), torch.get_rng_state(), epoch),
     )
 
