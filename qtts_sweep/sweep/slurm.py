@@ -126,6 +126,37 @@ def check_services(cfg: Config, storage_url: str) -> None:
         )
 
 
+def private_job_folder(log_folder: str, runs_dir: str) -> Path:
+    """Create submitit's job folder (the part of `log_folder` before its first `%`) with mode 0700 and refuse it
+    when another user could write it or a parent folder up to `runs_dir` (or its own parent when outside it):
+    submitit unpickles what is there, so a writer of that folder runs code as you."""
+    import stat
+
+    folder = Path(log_folder.split("%", 1)[0]).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    runs = Path(runs_dir).resolve()
+    chain = [folder, *folder.parents]
+    stop = chain.index(runs) + 1 if runs in chain else 2
+    problems = []
+    for path in chain[:stop]:
+        st = path.stat()
+        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
+        if shared or st.st_uid != os.getuid():
+            problems.append(
+                Problem(
+                    "launcher.log_folder",
+                    str(path),
+                    f"is writable by other users or not yours (mode {stat.filemode(st.st_mode)}): submitit "
+                    "unpickles the job files there, so anyone who can write it can run code as you",
+                    f"chmod go-w {path}, or set launcher.log_folder to a folder only you can write",
+                )
+            )
+    if problems:
+        raise ValidationError(problems, "launcher=slurm")
+    return folder
+
+
 def launcher_kind(name: str, overrides: list[str], config_dir: str | None = None) -> str:
     """`local` or `slurm`: the launcher group of the config the sweep's trials start from."""
     from qtts_sweep.config.loader import load_config
@@ -147,7 +178,7 @@ def submit(
     check_services(cfg, prepared.storage_url)
     os.environ[STORAGE_ENV] = prepared.storage_url  # exported to the jobs; never pickled or written by us
     os.environ.update(secret_env(overrides))  # likewise the overrides that hold a credential
-    Path(launcher.log_folder.split("%", 1)[0]).mkdir(parents=True, exist_ok=True)
+    private_job_folder(launcher.log_folder, cfg.paths.runs_dir)  # submitit pickles jobs there (docs/formats.md)
     executor = make_executor(launcher, workers, prepared.spec.study_name)
     job = worker_job(name, overrides, config_dir, launcher.cpus)
     jobs = executor.map_array(job, list(range(workers)))
