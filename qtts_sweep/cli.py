@@ -126,15 +126,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import os
 
     from qtts_sweep.sweep import launch
+    from qtts_sweep.util.urls import SECRET_OVERRIDES_ENV
 
-    before = os.environ.get(launch.STORAGE_ENV)
+    names = (launch.STORAGE_ENV, SECRET_OVERRIDES_ENV)
+    before = {name: os.environ.get(name) for name in names}
     try:
         return _sweep(args)
     finally:  # called in-process (tests, library use): the storage must not leak into later commands
-        if before is None:
-            os.environ.pop(launch.STORAGE_ENV, None)
-        else:
-            os.environ[launch.STORAGE_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _sweep(args: argparse.Namespace) -> int:

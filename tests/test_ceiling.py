@@ -16,7 +16,7 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.data.prepare import prepare_dataset
 from qtts_sweep.evaluate.scoring import CEILING_PREFIX, Point, Scorer
 from qtts_sweep.metrics.catalog import REGISTRY
-from qtts_sweep.metrics.objective import ObjectiveWeights, composite_score, line_scores
+from qtts_sweep.metrics.objective import CEILING_FLOOR, ObjectiveWeights, composite_score, line_scores
 
 CHEAP = [
     "model=tiny",
@@ -77,12 +77,20 @@ def test_reference_modes_score_the_quality_terms_differently(scored):
     # same generations (same decoding seed, base model), different reference: the objectives differ
     assert [r["codes"] for r in ev_c.per_line] == [r["codes"] for r in ev_g.per_line]
     assert ev_c.objective != pytest.approx(ev_g.objective)
-    # the ceiling itself loses nothing on a quality term against itself, and a trial never gets more than it
+    # term by term, the formula with this run's numbers: min(1, g(trial) / g(ceiling)); the ceiling against
+    # itself scores exactly 1, or 0 when the codec cannot express the term (its goodness under CEILING_FLOOR)
+    checked = 0
     for key in REGISTRY.quality_keys():
-        if key in ceiling:
+        if key in ceiling and key in ev_c.summary:
             only = ObjectiveWeights({k: float(k == key) for k in REGISTRY.weighable()}, reference="ceiling")
-            assert composite_score(ceiling, only, gt, ceiling) in (0.0, 1.0)  # 0.0: codec cannot express it
-            assert composite_score(ev_c.summary, only, gt, ceiling) <= 1.0
+            g = REGISTRY[key].goodness
+            cap = gt if g.capped else None
+            g_c = g(ceiling[key], cap)
+            assert composite_score(ceiling, only, gt, ceiling) == (1.0 if g_c >= CEILING_FLOOR else 0.0)
+            want = min(1.0, g(ev_c.summary[key], cap) / g_c) if g_c >= CEILING_FLOOR else 0.0
+            assert composite_score(ev_c.summary, only, gt, ceiling) == pytest.approx(want, rel=1e-12)
+            checked += 1
+    assert checked >= 3
 
 
 def test_per_line_scores_use_each_lines_own_ceiling(scored):
@@ -93,3 +101,23 @@ def test_per_line_scores_use_each_lines_own_ceiling(scored):
     assert all(0.0 <= v <= 1.0 for v in per.values())
     absolute = line_scores(ev_c.per_line, w, None)
     assert per != absolute
+
+
+def test_a_damaged_ceiling_is_moved_aside_and_recomputed(scored, capsys):
+    """The ceiling entry has a manifest; an altered result.json is caught on load, the folder is moved aside
+    (kept for inspection) and the ceiling recomputed, like every other store entry."""
+    from qtts_sweep.evaluate.scoring import held_out_lines
+    from qtts_sweep.util.integrity import read_manifest
+
+    runs, cfg_c, _, ds, scorer, ev_c, _ = scored
+    folder = Path(ev_c.ceiling["dir"])
+    assert "result.json" in read_manifest(folder)
+    saved = json.loads((folder / "result.json").read_text())
+    saved["summary"]["mcd_db"] = 0.5  # a tampered or damaged number
+    (folder / "result.json").write_text(json.dumps(saved))
+    lines = held_out_lines(ds, cfg_c.eval.split, cfg_c.eval.max_lines)
+    again = scorer.ceiling(cfg_c, ds, lines, scorer.reference(ds.ref_audio))
+    assert again.summary["mcd_db"] == pytest.approx(ev_c.ceiling["summary"]["mcd_db"])
+    assert len(list((runs / "evals").glob("ceiling-*.corrupt-*"))) == 1
+    assert "cached codec ceiling" in capsys.readouterr().err
+    assert json.loads((folder / "result.json").read_text())["summary"]["mcd_db"] != 0.5

@@ -236,3 +236,20 @@ def test_real_slurm_two_jobs_and_a_scheduler_stop(
     assert signalled and "signal" in (outs[0]["stopped_reason"] or ""), outs
     states = study_states(storage)
     assert states.count("COMPLETE") >= 2 and "RUNNING" not in states and "WAITING" not in states, states
+
+
+def test_the_job_folder_submitit_unpickles_from_is_private(tmp_path):
+    """submitit pickles jobs and results into launcher.log_folder: it is created 0700 and refused when another
+    user could write it or a folder above it inside runs/ (docs/formats.md)."""
+    from qtts_sweep.sweep.slurm import private_job_folder
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    folder = private_job_folder(f"{runs}/slurm/%j", str(runs))
+    assert folder == (runs / "slurm").resolve() and folder.stat().st_mode & 0o777 == 0o700
+    runs.chmod(0o777)  # a shared runs/: another user could swap the job folder for their own
+    try:
+        with pytest.raises(ValidationError, match="can run code as you"):
+            private_job_folder(f"{runs}/slurm/%j", str(runs))
+    finally:
+        runs.chmod(0o755)

@@ -3,6 +3,7 @@ evaluation cache key; declarations and config keys are checked with every proble
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -227,9 +228,10 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
     # the cache key follows the registry: the same evaluation without the toy metric is another cache entry
     lines = held_out_lines(dataset, cfg.eval.split, cfg.eval.max_lines)
     ceiling = ev.ceiling["key"] if ev.ceiling else None
-    assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines, ceiling) == ev.key
+    base = json.loads((ev.dir / "result.json").read_text())["training_key"]  # the talker, dtype, device, data
+    assert base.startswith(BASE_KEY + "-") and eval_key(base, None, 0.0, cfg.eval, lines, ceiling) == ev.key
     REGISTRY.unregister(TOY.key)
     try:
-        assert eval_key(BASE_KEY, None, 0.0, cfg.eval, lines, ceiling) != ev.key
+        assert eval_key(base, None, 0.0, cfg.eval, lines, ceiling) != ev.key
     finally:
         REGISTRY.register(TOY)

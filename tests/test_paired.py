@@ -27,7 +27,7 @@ def test_the_interval_is_reproducible_and_pairs_only_shared_lines():
     assert paired_difference(a, b) == paired_difference(a, b)  # fixed seed
     b.pop(("l1", 1))
     d = paired_difference(a, b)
-    assert d.n == 3 and d.mean == pytest.approx((0.1 + 0.0 + 0.2) / 3)
+    assert (d.n, d.pairs) == (2, 3) and d.mean == pytest.approx((0.1 + 0.0 + 0.2) / 3)  # 2 lines, 3 pairs
     with pytest.raises(ValueError, match="different lines"):
         paired_difference({("x", 0): 1.0}, {("y", 0): 1.0})
 

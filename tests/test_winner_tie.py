@@ -60,7 +60,8 @@ def test_near_tie_is_reported_as_a_tie_and_resolved_by_the_rule(near_tie):
     cfg, study = near_tie
     text, data = winner_report(study, cfg, {"eval.lora_scale": 0.001})
     print(text)
-    assert data["leads"]["runner_up"]["n"] == 4  # 2 lines x 2 seeds
+    assert (data["leads"]["runner_up"]["n"], data["leads"]["runner_up"]["pairs"]) == (2, 4)  # 2 lines x 2 seeds
+    assert data["thin"] and "evidence too thin" in text  # 2 lines cannot separate anything
     assert data["leads"]["runner_up"]["tie"] and "tie within noise" in text
     assert data["tied"] == [0, 1] and data["chosen"] == 1  # lower_scale: 0.0 beats 0.001
     assert "lower LoRA scale" in data["explanation"]

@@ -382,4 +382,16 @@ def finish(cfg: DictConfig, check_model: bool = True) -> Config:
 
 
 def to_yaml(config: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+    """The resolved config as YAML with every URL's credentials masked (`util.urls.redact_url`): what `check`
+    prints and what each checkpoint keeps as its `config.yaml` (promotion takes tracking and paths from today's
+    config, never from a stored one, so nothing reads a masked URL back)."""
+    from qtts_sweep.util.urls import redact_url
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return redact_url(node) if isinstance(node, str) and "://" in node else node
+
+    return OmegaConf.to_yaml(clean(OmegaConf.to_container(OmegaConf.structured(config), resolve=True)))

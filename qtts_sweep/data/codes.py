@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from qtts_sweep.data.audio import sha256_file
-
 
 def tokenizer_identity(model_source: str) -> str:
-    """A short stable id of the speech tokenizer that will produce the codes."""
+    """A short stable id of the speech tokenizer that will produce the codes. Each file's digest is remembered by
+    (path, size, mtime) (`util.digests`, like the model identity's), so an unchanged folder costs a few stats,
+    not a re-hash of its weights, on every trial that asks."""
+    from qtts_sweep.util.digests import file_sha256
+
     folder = Path(model_source) / "speech_tokenizer"
     if not folder.is_dir():
         return "hub-" + hashlib.sha256(model_source.encode()).hexdigest()[:16]
     h = hashlib.sha256()
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        h.update(path.name.encode() + b"\0" + sha256_file(path).encode())
+        h.update(path.name.encode() + b"\0" + file_sha256(path).encode())
     return h.hexdigest()[:16]
 
 

@@ -99,9 +99,19 @@ def eval_key(
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def ceiling_key(dataset_hash: str, codec: str, ev: EvalConfig, lines: list[Line]) -> str:
-    """Cache key of a codec ceiling: the data, the speech tokenizer, the metric settings and registry, the lines.
-    Decoding, scale and objective weights do not enter: the round trip involves no generation."""
+def ceiling_key(
+    dataset_hash: str,
+    codec: str,
+    ev: EvalConfig,
+    lines: list[Line],
+    talker: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+) -> str:
+    """Cache key of a codec ceiling: the data (its hash covers the reference clip), the speech tokenizer, the
+    metric settings and registry, the lines, and what the numbers depend on beyond them: the dtype and device
+    type the decoder ran in, and the talker's identity when a metric uses its speaker encoder
+    (`eval.metrics.qwen_speaker`). Decoding, scale and objective weights do not enter: no generation happens."""
     blob = json.dumps(
         {
             "metrics": REGISTRY.digest(),
@@ -109,10 +119,25 @@ def ceiling_key(dataset_hash: str, codec: str, ev: EvalConfig, lines: list[Line]
             "codec": codec,
             "metric_settings": dataclasses.asdict(ev.metrics),
             "lines": [[ln.id, ln.text] for ln in lines],
+            "talker": talker if ev.metrics.qwen_speaker else None,
+            "dtype": dtype,
+            "device": device,
         },
         sort_keys=True,
     )
     return "ceiling-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def base_training_key(model_id: str, dtype: str, device: str, dataset_hash: str) -> str:
+    """The "training key" of the base model (no adapter) in eval cache keys: which talker (content identity),
+    in which dtype and on which device type, speaking with which dataset's reference clip."""
+    blob = json.dumps([model_id, dtype, device, dataset_hash])
+    return f"{BASE_KEY}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def device_type(device: str) -> str:
+    """`cuda:1` -> `cuda`: results depend on the kind of device, not on which one of a kind."""
+    return str(device).split(":", 1)[0]
 
 
 def codec_ceiling(cfg: Config, synth: Synthesizer, suite: MetricSuite, lines: list[Line], ref_wav: Any, key: str):
@@ -127,11 +152,12 @@ def codec_ceiling(cfg: Config, synth: Synthesizer, suite: MetricSuite, lines: li
     from qtts_sweep.metrics.objective import aggregate_lines
     from qtts_sweep.model import modeling
     from qtts_sweep.util.fsio import atomic_folder
+    from qtts_sweep.util.integrity import apply_modes, write_manifest
 
     final = Path(cfg.paths.runs_dir) / "evals" / key
-    if (final / RESULT_FILE).is_file():
-        p = json.loads((final / RESULT_FILE).read_text())
-        return Ceiling(key, final, p["per_line"], p["summary"])
+    cached = load_ceiling(cfg.paths.runs_dir, key)
+    if cached is not None:
+        return cached
     target = suite.target(ref_wav)
     rows, wavs = [], []
     for line in lines:
@@ -143,13 +169,44 @@ def codec_ceiling(cfg: Config, synth: Synthesizer, suite: MetricSuite, lines: li
         metrics = suite.audio_line(decoded[0], line.audio, line.text, target)
         rows.append({"id": line.id, "text": line.text, "wav": f"wavs/{line.id}.wav", "metrics": metrics})
     summary = aggregate_lines([r["metrics"] for r in rows])
-    with atomic_folder(final) as tmp:
+    # content-addressed: a second writer of this key (another driver) computed the same thing and keeps the first
+    with atomic_folder(final, replace=False) as tmp:
         (tmp / "wavs").mkdir()
         for row, wav in zip(rows, wavs, strict=True):
             sf.write(tmp / row["wav"], wav, 24000, subtype="FLOAT")
         payload = {"per_line": rows, "summary": summary, "backends": suite.backends}
         (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp)
+        apply_modes(tmp)
     return Ceiling(key, final, rows, summary)
+
+
+def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
+    """The cached codec ceiling of `key`, or None when there is none. Like every store entry it is checked
+    against its manifest; a damaged one (or one from before manifests) is moved aside (reported on stderr) and
+    None is returned, so the caller recomputes it."""
+    import sys
+
+    from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
+
+    d = Path(runs_dir) / "evals" / key
+    if not d.is_dir():
+        return None
+    try:
+        verify_folder(d)
+        try:
+            p = json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8"))
+            ceiling = Ceiling(key, d, p["per_line"], p["summary"])
+            missing = [row["wav"] for row in ceiling.per_line if not (d / row["wav"]).is_file()]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptEntry(d / RESULT_FILE, f"is not a codec ceiling ({exc!r})") from exc
+        if missing:
+            raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
+    except CorruptEntry as exc:
+        moved = quarantine(exc, d)
+        print(f"warning: cached codec ceiling {moved}; it is recomputed. Fix: none needed", file=sys.stderr)
+        return None
+    return ceiling
 
 
 def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
@@ -346,8 +403,11 @@ class Scorer:
 
         synth = self.ensure(cfg)
         ref_wav = self.reference(dataset.ref_audio)
+        training_key = point.training_key
         if point.checkpoint is None:
             synth.use(None, 0.0, modeling.speaker_embedding(synth.loaded, ref_wav))
+            if training_key == BASE_KEY:
+                training_key = self.base_key(dataset)
         lines = held_out_lines(dataset, split or cfg.eval.split, cfg.eval.max_lines)
         ceiling = self.ceiling(cfg, dataset, lines, ref_wav)
         return evaluate(
@@ -356,7 +416,7 @@ class Scorer:
             self.suite,
             lines,
             ref_wav,
-            point.training_key,
+            training_key,
             point.epoch,
             point.scale,
             point.checkpoint,
@@ -367,6 +427,18 @@ class Scorer:
     def ceiling(self, cfg: Config, dataset: Any, lines: list[Line], ref_wav: Any) -> Ceiling:
         """The codec ceiling of `lines` (computed once per dataset, codec, metric settings and lines; cached)."""
         from qtts_sweep.data.codes import tokenizer_identity
+        from qtts_sweep.train.store import model_identity
 
-        key = ceiling_key(dataset.hash, tokenizer_identity(self.synth.loaded.source), cfg.eval, lines)
+        loaded = self.synth.loaded
+        talker = model_identity(loaded.source) if cfg.eval.metrics.qwen_speaker else None
+        codec = tokenizer_identity(loaded.source)
+        key = ceiling_key(dataset.hash, codec, cfg.eval, lines, talker, str(loaded.dtype), device_type(loaded.device))
         return codec_ceiling(cfg, self.synth, self.suite, lines, ref_wav, key)
+
+    def base_key(self, dataset: Any) -> str:
+        """`base_training_key` of the loaded model for `dataset`."""
+        from qtts_sweep.train.store import model_identity
+
+        loaded = self.synth.loaded
+        ident = model_identity(loaded.source)
+        return base_training_key(ident, str(loaded.dtype), device_type(loaded.device), dataset.hash)

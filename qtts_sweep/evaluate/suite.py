@@ -44,23 +44,32 @@ class MetricSuite:
         if m.qwen_speaker:
             self.backends["spk_sim_qwen"] = "base model speaker encoder"
         self._target: dict[str, Any] = {}
-        self._ground_truth: dict[str, tuple[Any, float | None]] = {}
+        self._ground_truth: dict[tuple[str, str | None], tuple[Any, float | None]] = {}
 
     def target(self, ref_wav: Any) -> dict[str, Any]:
-        """Embeddings of the target speaker's reference clip (computed once)."""
-        if not self._target:
+        """Embeddings of the target speaker's reference clip, computed once per clip: a trial whose dataset has
+        another reference clip gets its own target, never the first trial's."""
+        import hashlib
+
+        import numpy as np
+
+        clip = hashlib.sha256(np.ascontiguousarray(ref_wav, dtype=np.float32).tobytes()).hexdigest()
+        if clip not in self._target:
+            target: dict[str, Any] = {"clip": clip}
             if self.speaker is not None:
-                self._target["resemblyzer"] = self.speaker.embed(ref_wav, 24000)
+                target["resemblyzer"] = self.speaker.embed(ref_wav, 24000)
             if self.cfg.eval.metrics.qwen_speaker:
                 from qtts_sweep.model import modeling
 
-                self._target["qwen"] = modeling.speaker_embedding(self.synth.loaded, ref_wav).float().cpu()
-        return self._target
+                target["qwen"] = modeling.speaker_embedding(self.synth.loaded, ref_wav).float().cpu()
+            self._target[clip] = target
+        return self._target[clip]
 
     def ground_truth(self, path: str, target: dict[str, Any]) -> tuple[Any, float | None]:
-        """A line's recording analysed once per process (every trial and seed scores against the same one):
-        (its `analyze_reference` result, its similarity to the target speaker or None)."""
-        if path not in self._ground_truth:
+        """A line's recording analysed once per process and target (every trial and seed scores against the
+        same one): (its `analyze_reference` result, its similarity to the target speaker or None)."""
+        key = (path, target.get("clip"))
+        if key not in self._ground_truth:
             import soundfile as sf
 
             from qtts_sweep.metrics.audio import analyze_reference
@@ -69,8 +78,8 @@ class MetricSuite:
             sim = None
             if self.speaker is not None:
                 sim = float(self.speaker.similarity(self.speaker.embed(gt, 24000), target["resemblyzer"]))
-            self._ground_truth[path] = (analyze_reference(gt, 24000), sim)
-        return self._ground_truth[path]
+            self._ground_truth[key] = (analyze_reference(gt, 24000), sim)
+        return self._ground_truth[key]
 
     def audio_line(self, wav: Any, gt_path: str | None, text: str, target: dict[str, Any]) -> dict[str, float]:
         import numpy as np

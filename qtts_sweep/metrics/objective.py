@@ -14,7 +14,7 @@ import difflib
 import math
 import statistics
 from collections.abc import Iterator, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from qtts_sweep.metrics.audio import RATIO_LIMIT
 from qtts_sweep.metrics.catalog import REGISTRY
@@ -215,6 +215,81 @@ def line_scores(
         m = r["metrics"]
         out[(r["id"], int(r.get("seed", 0)))] = composite_score(m, weights, m.get("gt_spk_sim"), ceiling.get(r["id"]))
     return out
+
+
+class LineObjective:
+    """A trial's objective recomputed on any multiset of its held-out lines: what the winner was chosen by
+    (`composite_score` of `aggregate_lines` over its (line, seed) rows, relative to the codec ceiling of the same
+    lines), for a bootstrap that resamples whole lines. On every line once it equals the trial's own objective.
+
+    Args:
+        rows: a result's `per_line` rows ({"id", "seed", "metrics"}).
+        weights: the trial's objective weights.
+        ceiling_rows: the codec ceiling's per-line rows ({"id", "metrics"}), or None.
+    """
+
+    def __init__(self, rows: list[dict], weights: ObjectiveWeights, ceiling_rows: list[dict] | None = None):
+        import numpy as np
+
+        self.weights = weights
+        self.lines = sorted({r["id"] for r in rows})
+        self._trial = self._tables([(r["id"], r["metrics"]) for r in rows], np)
+        ceiling = [(r["id"], r["metrics"]) for r in ceiling_rows or [] if r["id"] in set(self.lines)]
+        self._ceiling = self._tables(ceiling, np) if ceiling_rows is not None else None
+
+    def _tables(self, rows: list[tuple[str, dict]], np) -> tuple[list[str], Any, Any, Any]:
+        """(metric names, per-line sums, per-line counts, per-line max gt_speech_s) over `self.lines`."""
+        col = {line: i for i, line in enumerate(self.lines)}
+        names = sorted({k for _, m in rows for k in m})
+        sums = np.zeros((len(self.lines), len(names)))
+        counts = np.zeros((len(self.lines), len(names)))
+        speech = np.full(len(self.lines), -np.inf)
+        for line, metrics in rows:
+            for j, name in enumerate(names):
+                if name not in metrics:
+                    continue
+                v = float(metrics[name])
+                if not math.isfinite(v):
+                    if name not in REGISTRY:
+                        continue
+                    v = REGISTRY[name].worst
+                sums[col[line], j] += v
+                counts[col[line], j] += 1
+            if "gt_speech_s" in metrics:
+                speech[col[line]] = max(speech[col[line]], float(metrics["gt_speech_s"]))
+        return names, sums, counts, speech
+
+    @staticmethod
+    def _summaries(table: tuple, c: Any) -> list[dict[str, float]]:
+        import numpy as np
+
+        names, sums, counts, speech = table
+        total, n = c @ sums, c @ counts
+        out = []
+        for i in range(c.shape[0]):
+            summary = {name: float(total[i, j] / n[i, j]) for j, name in enumerate(names) if n[i, j] > 0}
+            drawn = speech[c[i] > 0]
+            if drawn.size and np.isfinite(drawn).any():
+                summary["gt_speech_s_max"] = float(drawn.max())
+            out.append(summary)
+        return out
+
+    def on(self, lines: list[str], counts: Any) -> Any:
+        """The objective on each resample: `counts` (resamples, len(lines)) says how often each line is drawn."""
+        import numpy as np
+
+        c = np.zeros((counts.shape[0], len(self.lines)))
+        index = {line: i for i, line in enumerate(self.lines)}
+        for k, line in enumerate(lines):
+            c[:, index[line]] = counts[:, k]
+        trial = self._summaries(self._trial, c)
+        ceiling = self._summaries(self._ceiling, c) if self._ceiling is not None else [None] * len(trial)
+        return np.array(
+            [
+                composite_score(s, self.weights, s.get("gt_spk_sim"), ceil or None)
+                for s, ceil in zip(trial, ceiling, strict=True)
+            ]
+        )
 
 
 def constraint_violations(metrics: dict[str, float], limits: ConstraintLimits) -> dict[str, float]:

@@ -56,8 +56,12 @@ def require_bundle(where: str, production_dir: str | Path, registry_on: bool = T
 
 
 def registry_not_found(uri: str, tracking_uri: str, reason: str, production_dir: str | Path) -> BundleNotFound:
-    """The error for a registry URI the MLflow store could not resolve."""
+    """The error for a registry URI the MLflow store could not resolve (credentials in the tracking URI and in the
+    registry's own message masked)."""
+    from qtts_sweep.util.urls import redact, redact_url
+
     there, fix = _what_exists(production_dir)
+    where = redact_url(tracking_uri)
     return BundleNotFound(
-        [Problem("bundle", uri, f"is not in the MLflow registry at {tracking_uri} ({reason}; {there})", fix)]
+        [Problem("bundle", uri, f"is not in the MLflow registry at {where} ({redact(reason)}; {there})", fix)]
     )

@@ -12,6 +12,7 @@ Owns: the loop, the failure-rate cap, the order of calls. Does not own: the pipe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from qtts_sweep.sweep.recovery import (
     requeue_once,
     tag_trial,
 )
-from qtts_sweep.sweep.selection import best_summary
+from qtts_sweep.sweep.selection import OBJECTIVE_ATTR, best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
 from qtts_sweep.sweep.storage import TrialHeartbeat, default_storage, make_storage, open_study
 from qtts_sweep.sweep.worker import worker_main
@@ -111,6 +112,8 @@ class SweepDriver:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
         for point in self.spec.enqueue:
             enqueue_point(study, point, baseline=True)
+        # promotion and reports choose with the sweep's own weights and tie-break, not a later command's defaults
+        study.set_user_attr(OBJECTIVE_ATTR, dataclasses.asdict(self.cfg0.eval.objective))
         description = {
             "sweep": self.spec.name,
             "storage": redact(self.storage_url),

@@ -28,7 +28,7 @@ from qtts_sweep.sweep.driver import SweepDriver, SweepOutcome
 from qtts_sweep.sweep.progress import SweepProgress, watch_drivers
 from qtts_sweep.sweep.spec import SweepSpec, format_plan, load_spec, lora_param_count, plan
 from qtts_sweep.util.log import get_logger
-from qtts_sweep.util.urls import redact
+from qtts_sweep.util.urls import overrides_from_env, public_overrides, redact, secret_env
 
 log = get_logger(__name__)
 
@@ -91,9 +91,11 @@ def join_study(
 ) -> SweepOutcome:
     """One driver on a prepared study until the shared budget is spent. SIGTERM (scheduler stop, preemption, time
     limit) fails and re-queues the running trial, then returns normally. `index` (0..N-1) offsets the sampler's
-    seed: drivers with one seed would draw the same random points."""
+    seed: drivers with one seed would draw the same random points. Overrides holding a credential arrive through
+    the environment (`util.urls.secret_env`), never in argv or a pickled job."""
     from qtts_sweep.config.loader import load_config
 
+    overrides = [*(o for o in overrides_from_env() if o not in overrides), *overrides]  # argv's `extra` wins
     extra = [f"model.device={device}"] if device else []
     spec, _ = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
     spec = dataclasses.replace(spec, storage=os.environ.get(STORAGE_ENV) or spec.storage)
@@ -150,27 +152,13 @@ def run_local_workers(
         # SQLite takes one writer: the drivers log over HTTP to one server that owns the file.
         server = start_mlflow_server(tracking.tracking_uri, tracking.artifact_location)
         extra = [f"tracking.tracking_uri={server.uri}"]
-    env = {**os.environ, STORAGE_ENV: prepared.storage_url, "PYTHONUNBUFFERED": "1"}  # lines relayed as printed
-    base = [sys.executable, "-m", "qtts_sweep.cli", "sweep", name, "--join"]
-    if config_dir:
-        base += ["--config-dir", str(config_dir)]
+    env = driver_env(prepared.storage_url, overrides)
+    commands = driver_commands(name, overrides, workers, devices, config_dir, threads, extra)
     procs = []
     try:
-        for i, (device, share) in enumerate(device_plan(workers, devices)):
-            n = threads or share
-            cmd = [
-                *base,
-                "--index",
-                str(i),
-                *(["--device", device] if device else []),
-                *(["--threads", str(n)] if n else []),
-            ]
+        for i, cmd in enumerate(commands):
             out = open(Path(log_dir) / f"driver-{i}.log", "w") if log_dir else None  # noqa: SIM115 - closed by exit
-            procs.append(
-                subprocess.Popen(
-                    [*cmd, *overrides, *extra], env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT))
         codes = watch_drivers(procs, SweepProgress(prepared.spec.n_trials), lambda: _open_prepared(prepared))
     except KeyboardInterrupt:
         codes = [_wait_or_kill(p) for p in procs]
@@ -182,6 +170,43 @@ def run_local_workers(
         if code:  # its RUNNING trial was failed and re-queued by the drivers that went on (recovery.py)
             log.warning(f"driver {i} exited with {_exit_text(code)}; the other drivers recovered its trial")
     return prepared
+
+
+def driver_env(storage_url: str, overrides: list[str]) -> dict[str, str]:
+    """The drivers' environment: the storage URL and every override holding a credential travel here, not in argv
+    (which `ps` shows to every user of the machine)."""
+    return {**os.environ, STORAGE_ENV: storage_url, "PYTHONUNBUFFERED": "1", **secret_env(overrides)}
+
+
+def driver_commands(
+    name: str,
+    overrides: list[str],
+    workers: int,
+    devices: str | None = None,
+    config_dir: str | None = None,
+    threads: int | None = None,
+    extra: list[str] | None = None,
+) -> list[list[str]]:
+    """argv of each local driver (`sweep --join`): its index, device and threads, then the overrides that hold no
+    credential (`driver_env` carries the others), then `extra` (e.g. the local MLflow server's URI)."""
+    base = [sys.executable, "-m", "qtts_sweep.cli", "sweep", name, "--join"]
+    if config_dir:
+        base += ["--config-dir", str(config_dir)]
+    commands = []
+    for i, (device, share) in enumerate(device_plan(workers, devices)):
+        n = threads or share
+        commands.append(
+            [
+                *base,
+                "--index",
+                str(i),
+                *(["--device", device] if device else []),
+                *(["--threads", str(n)] if n else []),
+                *public_overrides(overrides),
+                *(extra or []),
+            ]
+        )
+    return commands
 
 
 def _exit_text(code: int) -> str:

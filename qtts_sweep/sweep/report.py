@@ -15,7 +15,7 @@ from typing import Any
 from qtts_sweep.config.schema import Config
 from qtts_sweep.evaluate.scoring import CEILING_PREFIX
 from qtts_sweep.metrics.catalog import REGISTRY
-from qtts_sweep.metrics.paired import PairedDiff, Verdict
+from qtts_sweep.metrics.paired import MIN_LINES, PairedDiff, Verdict
 from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.spec import is_training_param
@@ -51,9 +51,19 @@ def top_trials(study, k: int) -> list[dict[str, Any]]:
     return [_row(t, retried) for t in selection.top_trials(study, k)]
 
 
+def shown_trials(study, k: int, pick: tuple[int, str] | None) -> list[dict[str, Any]]:
+    """The top k rows, then the trial promote would pick when it is not among them (a tie-break may pick it)."""
+    top = top_trials(study, k)
+    if pick is not None and pick[0] not in {r["number"] for r in top}:
+        trials = study.get_trials(deepcopy=False)
+        top.append(_row(next(t for t in trials if t.number == pick[0]), requeued(trials)))
+    return top
+
+
 def format_table(study, k: int = 10) -> str:
     rows = trial_rows(study)
-    top = top_trials(study, k)
+    pick = promotion_pick(study)
+    top = shown_trials(study, k, pick)
     names = searched(study)
     columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
     head = ["#", "objective"] + names + columns + ["reused"]  # full dotted names: `lora.r`, not `r`
@@ -61,21 +71,43 @@ def format_table(study, k: int = 10) -> str:
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
         f"{sum(r['state'] == 'PRUNED' for r in rows)} pruned, "
-        f"{sum(r['state'].startswith('FAIL') for r in rows)} failed); top {len(top)}:"
+        f"{sum(r['state'].startswith('FAIL') for r in rows)} failed); top {min(len(top), k)}"
+        + (
+            " and the trial promote picks (*)"
+            if pick and len(top) > k
+            else " (* = the trial promote picks)"
+            if pick
+            else ""
+        )
+        + ":"
     ]
     widths = [max(len(h), 9) for h in head]
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
     for r in top:
-        cells = [str(r["number"]), f"{r['value']:.4f}"]
+        mark = "*" if pick and r["number"] == pick[0] else ""
+        cells = [f"{mark}{r['number']}", f"{r['value']:.4f}"]
         cells += [human(r["params"].get(n)) for n in names]
         cells += [human(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"]))]
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     lines += ceiling_row(top, len(names), columns, widths)
+    if pick is not None:
+        lines.append(f"  promote picks trial {pick[0]}: {pick[1]}")
     failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
     for r in failed[:10]:
         lines.append(f"  trial {r['number']} failed: {r['fail_reason']}")
     return "\n".join(lines)
+
+
+def promotion_pick(study) -> tuple[int, str] | None:
+    """(trial number, why) of the trial `qtts-sweep promote` would pick with the sweep's own objective; None for
+    multi-objective studies and studies without a completed trial."""
+    from qtts_sweep.config.schema import ObjectiveConfig
+
+    if selection.is_multi(study) or not selection.top_trials(study, 1):
+        return None
+    trial, why = selection.select_for_promotion(study, ObjectiveConfig())
+    return trial.number, why
 
 
 def ceiling_row(top: list[dict], n_params: int, columns: list[str], widths: list[int]) -> list[str]:
@@ -325,7 +357,7 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(study, spec.top_k) + "\n" + format_training_summary(training_summary(study))
     (out / "top_trials.txt").write_text(table + "\n")
-    top = top_trials(study, spec.top_k)
+    top = shown_trials(study, spec.top_k, promotion_pick(study))
     (out / "top_trials.json").write_text(json.dumps(top, indent=2, default=str) + "\n")
     if not spec.multi:
         plots(study, out, spec, cfg.paths.production_dir)
@@ -356,29 +388,46 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
 
 
 def winner_report(study, cfg: Config, baseline_point: dict | None) -> tuple[str, dict] | None:
-    """Is the winner real? Its lead over the runner-up and over the enqueued baseline (when it ran) as a paired
-    difference over (line, seed) with a bootstrap interval, and which trial the tie rule picks. None when there is
-    nothing to compare (multi-objective, fewer than two results)."""
-    verdict = selection.paired_verdict(study, cfg.eval.objective)
+    """Is the winner real? Its lead over the runner-up (the best trial that scored another (checkpoint, scale)
+    pair) and over the enqueued baseline (when it ran), measured on the objective itself with a bootstrap over
+    whole lines, and which trial the tie rule picks. The sweep's own objective and tie-break are used (the ones
+    promotion uses). None when there is nothing to compare (multi-objective, fewer than two distinct results)."""
+    objective, _ = selection.study_objective(study, cfg.eval.objective)
+    verdict = selection.paired_verdict(study, objective)
     if verdict is None or not verdict.leads:
         return None
     best = verdict.best.number
-    runner_up = max(verdict.leads, key=lambda n: next(t.value for t in _complete_trials(study) if t.number == n))
-    leads: dict[str, tuple[int, PairedDiff]] = {"runner_up": (runner_up, verdict.leads[runner_up])}
+    leads: dict[str, tuple[int, PairedDiff]] = {}
+    if verdict.runner_up is not None:
+        leads["runner_up"] = (verdict.runner_up, verdict.leads[verdict.runner_up])
     base = selection.enqueued_trial(study, baseline_point) if baseline_point else None
     if base is not None and base.number != best and base.number in verdict.leads:
         leads["baseline"] = (base.number, verdict.leads[base.number])
-    text = [f"is the winner real? (paired differences of per-line composite scores, trial {best} minus other)"]
+    text = [f"is the winner real? (trial {best} minus other, on the objective itself, whole lines resampled)"]
     for name, (number, d) in leads.items():
         label = "runner-up" if name == "runner_up" else "enqueued baseline"
         text.append(f"  lead over {label} (trial {number}): {d.describe()}")
     if base is None and baseline_point:
         text.append(f"  enqueued baseline {baseline_point} did not complete: no comparison")
+    if verdict.repeats:
+        text.append(f"  trial(s) {verdict.repeats} scored the winner's own (checkpoint, scale): not compared")
+    if verdict.infeasible:
+        text.append(f"  trial(s) {verdict.infeasible} broke a constraint: never chosen over a feasible trial")
+    if verdict.thin:
+        n = min(d.n for d in verdict.leads.values())
+        text.append(
+            f"  evidence too thin: {n} held-out line(s) cannot separate trials (need >= {MIN_LINES}); "
+            "score more lines (eval.max_lines) before trusting any lead or tie"
+        )
     text.append(f"  promotion: {_promotion_line(verdict)}")
     data = {
         "best": best,
         "chosen": verdict.chosen.number,
+        "runner_up": verdict.runner_up,
         "tied": verdict.tied,
+        "repeats": verdict.repeats,
+        "infeasible": verdict.infeasible,
+        "thin": verdict.thin,
         "tie_break": list(verdict.rules),
         "explanation": verdict.explain(),
         "leads": {name: {"trial": number, **d.as_dict()} for name, (number, d) in leads.items()},
@@ -393,18 +442,13 @@ def _promotion_line(verdict: Verdict) -> str:
     return verdict.explain()
 
 
-def _complete_trials(study) -> list:
-    from optuna.trial import TrialState
-
-    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-
-
 def winner_metrics(data: dict) -> dict[str, float]:
     """The intervals as parent-run metrics: lead_<vs>_{mean,lo,hi,tie} plus the chosen trial."""
     out = {"promote_trial": float(data["chosen"]), "tied_trials": float(len(data["tied"]))}
     for name, d in data["leads"].items():
         out.update({f"lead_{name}_{k}": float(d[k]) for k in ("mean", "lo", "hi", "n")})
         out[f"lead_{name}_tie"] = float(d["tie"])
+        out[f"lead_{name}_behind"] = float(d["behind"])
     return out
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import ObjectiveConfig, Problem, ValidationError
-from qtts_sweep.metrics.objective import line_scores
+from qtts_sweep.metrics.objective import LineObjective, line_scores
 from qtts_sweep.metrics.paired import Candidate, Verdict, choose
+
+OBJECTIVE_ATTR = "objective"  # study user attribute: the sweep's `eval.objective` as a dict (driver.prepare)
 
 
 class SelectionError(ValidationError):
@@ -54,10 +56,15 @@ def _by_number(study, number: int):
     return t
 
 
+def feasible(trial) -> bool:
+    """The trial met every constraint the sweep set (`constraints` user attribute, Optuna's <= 0 convention)."""
+    return all(float(v) <= 0.0 for v in trial.user_attrs.get("constraints", []))
+
+
 def select_trial(study, trial_number: int | None = None):
     """The trial to promote: `trial_number` if given (refused unless COMPLETE); else, single objective, the best
-    COMPLETE trial (ties: the lowest number); multi-objective, the Pareto-front trial with the best first
-    objective (ties: the lowest number)."""
+    COMPLETE trial among the feasible ones when any is (ties: the lowest number); multi-objective, the
+    Pareto-front trial with the best first objective (ties: the lowest number)."""
     if trial_number is not None:
         return _by_number(study, trial_number)
     done = _complete(study)
@@ -66,14 +73,15 @@ def select_trial(study, trial_number: int | None = None):
     if is_multi(study):
         sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
         return sorted(pareto_front(study), key=lambda t: (-sign * t.values[0], t.number))[0]
-    return max(done, key=lambda t: (t.value, -t.number))
+    return max(done, key=lambda t: (feasible(t), t.value, -t.number))
 
 
 def top_trials(study, k: int) -> list:
-    """The k best completed trials of a single-objective study, best first (ties: the lower number)."""
+    """The k best completed trials of a single-objective study, best first: feasible ones before infeasible
+    ones, then by value (ties: the lower number)."""
     if is_multi(study):
         return []
-    return sorted(_complete(study), key=lambda t: (-t.value, t.number))[:k]
+    return sorted(_complete(study), key=lambda t: (not feasible(t), -t.value, t.number))[:k]
 
 
 def kept_trials(study, k: int) -> list:
@@ -104,13 +112,30 @@ def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
         return None
     result = json.loads(path.read_text())
     ceiling = (result.get("ceiling") or {}).get("per_line")
-    scores = line_scores(result["per_line"], objective.objective_weights(), ceiling)
-    return Candidate(trial.number, float(trial.value), dict(trial.params), scores)
+    weights = objective.objective_weights()
+    scores = line_scores(result["per_line"], weights, ceiling)
+    statistic = LineObjective(result["per_line"], weights, ceiling).on  # what the trial's value is, per resample
+    scale = trial.params.get("eval.lora_scale", result.get("scale"))
+    pair = (trial.user_attrs.get("checkpoint"), round(float(scale), 6) if scale is not None else None)
+    return Candidate(trial.number, float(trial.value), dict(trial.params), scores, statistic, pair, feasible(trial))
+
+
+def study_objective(study, fallback: ObjectiveConfig) -> tuple[ObjectiveConfig, bool]:
+    """The objective the sweep itself ran with (recorded on the study when it was prepared: weights, reference,
+    tie-break), and whether it was found; `fallback` (e.g. the command line's config) for older studies."""
+    import dataclasses
+
+    saved = study.user_attrs.get(OBJECTIVE_ATTR)
+    if not isinstance(saved, dict):
+        return fallback, False
+    known = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    return dataclasses.replace(fallback, **{k: v for k, v in saved.items() if k in known}), True
 
 
 def paired_verdict(study, objective: ObjectiveConfig) -> Verdict | None:
-    """The best completed trial, its lead over every other (paired bootstrap over (line, seed)), and the trial
-    `objective.tie_break` picks among those tied within noise. None for multi-objective studies or no results."""
+    """The best completed trial, its lead over every other on the objective itself (paired bootstrap over whole
+    lines), the best distinct (checkpoint, scale) runner-up, and the trial `objective.tie_break` picks among those
+    tied within noise. None for multi-objective studies or no results."""
     if is_multi(study):
         return None
     found = [c for c in (candidate(t, objective) for t in _complete(study)) if c is not None]
@@ -133,9 +158,12 @@ def _same(a: Any, b: Any) -> bool:
 
 def select_for_promotion(study, objective: ObjectiveConfig, trial_number: int | None = None) -> tuple[Any, str]:
     """The trial to promote and why. An explicit `trial_number` is taken as asked; otherwise the best trial,
-    unless other trials are tied with it within noise, when `objective.tie_break` chooses among them."""
+    unless other trials are tied with it within noise, when the tie-break chooses among them. The weights and
+    tie-break are the sweep's own (`study_objective`); `objective` only stands in for a study that did not
+    record them."""
     if trial_number is not None:
         return _by_number(study, trial_number), f"trial {trial_number} was asked for"
+    objective, _ = study_objective(study, objective)
     best = select_trial(study)
     verdict = paired_verdict(study, objective)
     if verdict is None or verdict.best.number != best.number:

@@ -26,7 +26,7 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config, LauncherConfig, Problem, ValidationError
 from qtts_sweep.util.log import get_logger
-from qtts_sweep.util.urls import redact
+from qtts_sweep.util.urls import public_overrides, redact, secret_env
 
 log = get_logger(__name__)
 
@@ -34,7 +34,8 @@ log = get_logger(__name__)
 @dataclass
 class WorkerJob:
     """One array element: a driver joining the prepared study. Picklable (submitit stores it in the job folder),
-    so it holds no secret: the storage URL travels in the environment (launch.STORAGE_ENV), which sbatch exports
+    so it holds no secret: the storage URL (launch.STORAGE_ENV) and every override holding a credential
+    (`util.urls.secret_env`, e.g. a tracking URI with a password) travel in the environment, which sbatch exports
     to the job and the local executor inherits."""
 
     name: str
@@ -56,6 +57,13 @@ class WorkerJob:
             trials, reason = [], "stopped by a signal before the driver started a trial"
         print(f"driver {index}: ran trials {trials}" + (f"; {reason}" if reason else ""), flush=True)
         return {"index": index, "trials_run": trials, "stopped_reason": reason}
+
+
+def worker_job(name: str, overrides: list[str], config_dir: str | None, threads: int | None) -> WorkerJob:
+    """The job submitit pickles into the job folder: overrides holding a credential left out (they go through
+    the environment, `util.urls.secret_env`)."""
+    folder = str(Path(config_dir).resolve()) if config_dir else None
+    return WorkerJob(name, public_overrides(overrides), folder, threads)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -119,6 +127,37 @@ def check_services(cfg: Config, storage_url: str) -> None:
         )
 
 
+def private_job_folder(log_folder: str, runs_dir: str) -> Path:
+    """Create submitit's job folder (the part of `log_folder` before its first `%`) with mode 0700 and refuse it
+    when another user could write it or a parent folder up to `runs_dir` (or its own parent when outside it):
+    submitit unpickles what is there, so a writer of that folder runs code as you."""
+    import stat
+
+    folder = Path(log_folder.split("%", 1)[0]).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    runs = Path(runs_dir).resolve()
+    chain = [folder, *folder.parents]
+    stop = chain.index(runs) + 1 if runs in chain else 2
+    problems = []
+    for path in chain[:stop]:
+        st = path.stat()
+        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX
+        if shared or st.st_uid != os.getuid():
+            problems.append(
+                Problem(
+                    "launcher.log_folder",
+                    str(path),
+                    f"is writable by other users or not yours (mode {stat.filemode(st.st_mode)}): submitit "
+                    "unpickles the job files there, so anyone who can write it can run code as you",
+                    f"chmod go-w {path}, or set launcher.log_folder to a folder only you can write",
+                )
+            )
+    if problems:
+        raise ValidationError(problems, "launcher=slurm")
+    return folder
+
+
 def launcher_kind(name: str, overrides: list[str], config_dir: str | None = None) -> str:
     """`local` or `slurm`: the launcher group of the config the sweep's trials start from."""
     from qtts_sweep.config.loader import load_config
@@ -139,9 +178,10 @@ def submit(
     cfg, launcher = prepared.cfg, prepared.cfg.launcher
     check_services(cfg, prepared.storage_url)
     os.environ[STORAGE_ENV] = prepared.storage_url  # exported to the jobs; never pickled or written by us
-    Path(launcher.log_folder.split("%", 1)[0]).mkdir(parents=True, exist_ok=True)
+    os.environ.update(secret_env(overrides))  # likewise the overrides that hold a credential
+    private_job_folder(launcher.log_folder, cfg.paths.runs_dir)  # submitit pickles jobs there (docs/formats.md)
     executor = make_executor(launcher, workers, prepared.spec.study_name)
-    job = WorkerJob(name, list(overrides), str(Path(config_dir).resolve()) if config_dir else None, launcher.cpus)
+    job = worker_job(name, overrides, config_dir, launcher.cpus)
     jobs = executor.map_array(job, list(range(workers)))
     print(follow_lines(jobs, launcher))
     wait = launcher.cluster == "local" or (launcher.wait if wait is None else wait)

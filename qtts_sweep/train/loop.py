@@ -180,15 +180,15 @@ def _save_epoch(
     lease: TrainingLease | None = None,
 ) -> Path:
     import torch
-    from omegaconf import OmegaConf
 
+    from qtts_sweep.config.loader import to_yaml
     from qtts_sweep.model.lora import adapter_state_dict
 
     checkpoint = Checkpoint(
         adapter=adapter_state_dict(model),
         speaker_embedding=spk,
         metrics=metrics,
-        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        config_yaml=to_yaml(cfg),  # credentials in URLs masked
         trainer_state=TrainerState(opt.state_dict(), sched.state_dict(), torch.get_rng_state(), epoch),
     )
 
@@ -256,9 +256,7 @@ def ensure_epoch(
         _wait_for_holder(run, epoch, start, lease)
 
 
-def _report_reused(
-    run: TrainingRun, start: int, result: TrainResult, on_epoch: Callable | None
-) -> None:
+def _report_reused(run: TrainingRun, start: int, result: TrainResult, on_epoch: Callable | None) -> None:
     """Report stored epochs 1..start not reported yet, in order (the pruner sees every epoch once)."""
     stored = run.store.epochs(run.key)
     for e in range(1, start + 1):
