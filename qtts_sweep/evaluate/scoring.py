@@ -185,7 +185,6 @@ def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
     """The cached codec ceiling of `key`, or None when there is none. Like every store entry it is checked
     against its manifest; a damaged one (or one from before manifests) is moved aside (reported on stderr) and
     None is returned, so the caller recomputes it."""
-    import sys
 
     from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
 
@@ -204,7 +203,7 @@ def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
             raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
     except CorruptEntry as exc:
         moved = quarantine(exc, d)
-        print(f"warning: cached codec ceiling {moved}; it is recomputed. Fix: none needed", file=sys.stderr)
+        log.warning(f"cached codec ceiling {moved}; it is recomputed. Fix: none needed")
         return None
     return ceiling
 
