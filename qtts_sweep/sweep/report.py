@@ -321,9 +321,13 @@ def listening_page(
     return path
 
 
-def training_summary(study) -> dict[str, int]:
+def training_summary(study, store_dir: str | Path | None = None) -> dict[str, int]:
     """Epochs trained across all trials vs the lower bound (each training key trained once up to the highest
-    epoch any trial needed), and (key, epoch) pairs trained more than once (0 when reuse and leases work)."""
+    epoch any trial needed), and (key, epoch) pairs trained more than once (0 when reuse and leases work).
+
+    With `store_dir`, also what the store's training logs saw: `epochs_computed` (every epoch whose training
+    began, on any worker) and `epochs_lost` (begun but never saved: a killed or stalled worker), which trials'
+    own records cannot see."""
     trained: dict[tuple[str, int], int] = {}
     needed: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -333,19 +337,30 @@ def training_summary(study) -> dict[str, int]:
         for e in t.user_attrs.get("trained_epochs", []):
             trained[(key, e)] = trained.get((key, e), 0) + 1
         needed[key] = max(needed.get(key, 0), int(t.user_attrs.get("epoch_reached", 0)))
-    return {
+    out = {
         "epochs_trained": sum(trained.values()),
         "lower_bound": sum(needed.values()),
         "training_keys": len(needed),
         "trained_twice": sum(n - 1 for n in trained.values() if n > 1),
     }
+    if store_dir is not None:
+        from qtts_sweep.train.store import CheckpointStore
+
+        store = CheckpointStore(store_dir)
+        events = [e for key in needed for e in store.training_log(key)]
+        out["epochs_computed"] = sum(e["event"] == "start" for e in events)
+        out["epochs_lost"] = out["epochs_computed"] - sum(e["event"] == "saved" for e in events)
+    return out
 
 
 def format_training_summary(s: dict[str, int]) -> str:
-    return (
+    text = (
         f"epochs trained: {s['epochs_trained']} (lower bound {s['lower_bound']}: {s['training_keys']} training keys x "
         f"the highest epoch a trial needed); (key, epoch) trained twice: {s['trained_twice']}"
     )
+    if "epochs_computed" in s:
+        text += f"; epochs computed by all workers: {s['epochs_computed']} (lost to killed workers: {s['epochs_lost']})"
+    return text
 
 
 def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config, base_eval_dir: str | None) -> str:
@@ -355,7 +370,8 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
     study = load_existing_study(spec.study_name, storage)
     out = Path(cfg.paths.runs_dir) / "sweeps" / spec.study_name / "report"
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table(study, spec.top_k) + "\n" + format_training_summary(training_summary(study))
+    summary = training_summary(study, cfg.paths.store_dir)
+    table = format_table(study, spec.top_k) + "\n" + format_training_summary(summary)
     (out / "top_trials.txt").write_text(table + "\n")
     top = shown_trials(study, spec.top_k, promotion_pick(study))
     (out / "top_trials.json").write_text(json.dumps(top, indent=2, default=str) + "\n")

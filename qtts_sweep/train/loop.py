@@ -334,6 +334,7 @@ def _train_epochs(
         opt.load_state_dict(resume.trainer_state.optimizer)
         sched.load_state_dict(resume.trainer_state.scheduler)
     for e in range(start + 1, stop + 1):
+        run.store.log_training(run.key, e, "start")
         seed = cfg.train.seed * EPOCH_SEED_STRIDE + e
         torch.manual_seed(seed)  # dropout stream of this epoch
         batches = _batches(len(train_ex), cfg.train.batch_size, torch.Generator().manual_seed(seed))[:micro]
@@ -368,6 +369,7 @@ def _train_epochs(
         if not math.isfinite(metrics.get("val_loss", 0.0)):
             raise TrainingDiverged(f"non-finite validation loss at epoch {e}")
         _save_epoch(run, e, model, spk, opt, sched, metrics, cfg, lease)
+        run.store.log_training(run.key, e, "saved")
         result.trained.append(e)
         result.metrics[e] = metrics
         if on_epoch:

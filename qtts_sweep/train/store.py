@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -177,6 +178,7 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
+TRAINING_LOG = "training-log.jsonl"
 
 
 @dataclass
@@ -317,6 +319,38 @@ class CheckpointStore:
     def latest_at_most(self, key: str, epoch: int) -> int | None:
         done = [e for e in self.epochs(key) if e <= epoch]
         return max(done) if done else None
+
+    def log_training(self, key: str, epoch: int, event: str) -> None:
+        """Append one line to the key's training log (`training-log.jsonl`): `start` when an epoch's training begins,
+        `saved` once it is in place. Every epoch computed shows up, also one lost to a killed or stalled worker
+        (a `start` without a `saved`), which the trials' own records cannot see. One short O_APPEND write per
+        line: lines from concurrent workers never interleave on a local filesystem."""
+        line = json.dumps({"epoch": epoch, "event": event, "pid": os.getpid(), "time": round(time.time(), 3)})
+        self.key_dir(key).mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.key_dir(key) / TRAINING_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def training_log(self, key: str) -> list[dict[str, Any]]:
+        """The key's training events in order (torn or foreign lines skipped)."""
+        try:
+            text = (self.key_dir(key) / TRAINING_LOG).read_text(encoding="utf-8")
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+                out.append(rec)
+        return out
+
+    def keys(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
 
     def write_material(self, key: str, material: dict[str, Any]) -> None:
         from qtts_sweep.util.fsio import write_text_atomic
