@@ -23,8 +23,27 @@ def test_demo_sweeps_promotes_and_synthesizes(tiny_model_dir, tmp_path, capsys, 
     assert sf.info(wav).samplerate == 24000 and sf.info(wav).frames > 0
     for needle in ("mlflow ui --backend-store-uri", "--host 127.0.0.1", "optuna-dashboard", "listening.html"):
         assert needle in out
-    # Running it again resumes the finished study: no new trial, same bundle.
+    # Running it again resumes the finished study: no new trial, same bundle. The sweep composes its config once
+    # (a composition = one validated Config from the Hydra config groups; it was 3, plus Hydra's own, before the
+    # launch path lost its CLI -> Hydra -> CLI round trip).
+    from qtts_sweep.config import loader
+    from qtts_sweep.sweep import launch
+
+    compositions: list[int] = []
+    real_finish, real_launch = loader.finish, launch.launch
+    monkeypatch.setattr(loader, "finish", lambda *a, **k: compositions.append(1) or real_finish(*a, **k))
+    in_sweep: dict[str, int] = {}
+
+    def counted_launch(*a, **k):
+        before = len(compositions)
+        try:
+            return real_launch(*a, **k)
+        finally:
+            in_sweep["n"] = len(compositions) - before
+
+    monkeypatch.setattr(launch, "launch", counted_launch)
     assert main(args) == 0
+    assert in_sweep["n"] == 1
     assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials) == len(
         study.trials
     )

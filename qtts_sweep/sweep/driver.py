@@ -68,8 +68,8 @@ class SweepDriver:
     tracker for the driver's whole life; each method is one step (prepare, run, budget check, one trial, relay,
     fail), and everything that is not the loop lives in its own module (see the module docstring).
 
-    `compose(overrides) -> Config` builds and validates the base config once (Hydra); each trial's config is the
-    base with the sampled leaves applied (`apply_params`).
+    `compose(overrides) -> Config` builds and validates the base config (Hydra) unless the launcher passes the one it
+    composed (`cfg0`); each trial's config is the base with the sampled leaves applied (`apply_params`).
     """
 
     def __init__(
@@ -80,12 +80,14 @@ class SweepDriver:
         log: Callable[[str], None] = print,
         threads: int | None = None,
         progress: NullProgress | None = None,
+        cfg0: Config | None = None,
     ):
         self.spec = spec
         self.base = [*spec.base, *base_overrides]
         self.log = log
         self.progress = progress or NullProgress()
-        self.cfg0 = compose(self.base)
+        # `cfg0`: the config the launcher already composed from exactly these overrides (composed once per sweep)
+        self.cfg0 = cfg0 if cfg0 is not None else compose(self.base)
         Path(self.cfg0.paths.runs_dir).mkdir(parents=True, exist_ok=True)  # SQLite stores live there
         self.storage_url = spec.storage or default_storage(self.cfg0.paths.runs_dir)
         self.worker = WorkerHandle(worker_main, threads)

@@ -76,7 +76,7 @@ def prepare_study(
     compose = compose or (lambda ov: load_config(ov, config_dir))
     spec, cfg = resolve_spec(name, compose, overrides)
     spec = dataclasses.replace(spec, storage=storage_for(spec, cfg, workers))
-    driver = SweepDriver(spec, compose, overrides)
+    driver = SweepDriver(spec, compose, overrides, cfg0=cfg)
     parent = driver.prepare()
     return Prepared(spec, cfg, spec.storage, parent)
 
@@ -97,10 +97,11 @@ def join_study(
 
     overrides = [*(o for o in overrides_from_env() if o not in overrides), *overrides]  # argv's `extra` wins
     extra = [f"model.device={device}"] if device else []
-    spec, _ = resolve_spec(name, lambda ov: load_config(ov, config_dir), overrides)
+    compose = lambda ov: load_config(ov, config_dir)  # noqa: E731
+    spec, cfg = resolve_spec(name, compose, [*overrides, *extra])
     spec = dataclasses.replace(spec, storage=os.environ.get(STORAGE_ENV) or spec.storage)
     spec = dataclasses.replace(spec, sampler_seed=spec.sampler_seed + index)
-    driver = SweepDriver(spec, lambda ov: load_config(ov, config_dir), [*overrides, *extra], threads=threads)
+    driver = SweepDriver(spec, compose, [*overrides, *extra], threads=threads, cfg0=cfg)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return driver.run(join=True)
@@ -247,7 +248,8 @@ def run_sweep(
     spec = dataclasses.replace(spec, storage=storage_for(spec, spec_cfg, 1))
     progress = SweepProgress(spec.n_trials)
     try:
-        outcome = SweepDriver(spec, compose, list(overrides), log=progress.log, progress=progress).run()
+        driver = SweepDriver(spec, compose, list(overrides), log=progress.log, progress=progress, cfg0=spec_cfg)
+        outcome = driver.run()
     finally:
         progress.close()
     finish_sweep(spec, outcome.storage, outcome.parent_run_id, spec_cfg, outcome.base_eval_dir)
