@@ -75,14 +75,10 @@ def encode_missing(
     if not todo:
         return 0
     import soundfile as sf
-    import torch
-    from qwen_tts import Qwen3TTSTokenizer
 
-    from qtts_sweep.model.modeling import resolve_device
+    from qtts_sweep.model.modeling import load_speech_tokenizer
 
-    tok = Qwen3TTSTokenizer.from_pretrained(
-        speech_tokenizer_dir(model_source), device_map=resolve_device(device), dtype=torch.float32
-    )
+    tok = load_speech_tokenizer(speech_tokenizer_dir(model_source), device)
     wavs = {sha: sf.read(str(path), dtype="float32")[0] for sha, path in todo}
     order = sorted(wavs, key=lambda s: len(wavs[s]))
     bar = progress(total=len(order), desc="codec codes", unit="clip") if progress else None

@@ -17,6 +17,14 @@ from qtts_sweep.util import quiet
 SAMPLE_RATE = 24000  # the 12 Hz codec and the speaker encoder only accept 24 kHz
 
 
+def load_speech_tokenizer(folder: str, device: str):
+    """The 12 Hz speech tokenizer (codec) of a model folder, in fp32 (codes must not depend on the dtype)."""
+    import torch
+    from qwen_tts import Qwen3TTSTokenizer
+
+    return Qwen3TTSTokenizer.from_pretrained(str(folder), device_map=resolve_device(device), dtype=torch.float32)
+
+
 def resolve_device(device: str) -> str:
     import torch
 

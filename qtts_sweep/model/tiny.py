@@ -297,15 +297,39 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def new_model(config: dict, attn_implementation: str | None = None):
+    """A Qwen3-TTS model with random weights built from a config dict (`tiny_model_config`, `shaped_model_config`),
+    on the current default device and dtype (wrap in `torch.device("meta")` to count parameters for free). The one
+    place a model is built from a config: the tiny preset, the real-shape folders, the dry run and the benches."""
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+
+    cfg = Qwen3TTSConfig(**config)
+    if attn_implementation:
+        cfg._attn_implementation = attn_implementation
+    return Qwen3TTSForConditionalGeneration(cfg)
+
+
+def new_codec(config: dict):
+    """The 12 Hz speech tokenizer (codec) with random weights from a config dict (`tiny_codec_config`,
+    `real_codec_config`)."""
+    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+
+    return Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**config))
+
+
+def _processor(tokenizer):
+    from qwen_tts.core.models import Qwen3TTSProcessor
+
+    return Qwen3TTSProcessor(tokenizer=tokenizer)
+
+
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """Write the tiny preset model folder to `out_dir` (atomically) and return its path.
 
     Same seed, same library versions -> byte-identical folder (`folder_digest`).
     """
     import torch
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
-    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
-    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
     from transformers import EncodecFeatureExtractor
 
     from qtts_sweep.util.fsio import atomic_folder
@@ -316,15 +340,14 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         text_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         generator = torch.Generator().manual_seed(seed)
 
-        config = Qwen3TTSConfig(**tiny_model_config(text_ids))
-        model = Qwen3TTSForConditionalGeneration(config).eval()
+        model = new_model(tiny_model_config(text_ids)).eval()
         _reinit_all(model, generator)
         model.save_pretrained(tmp, safe_serialization=True)
-        Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(tmp)
+        _processor(tokenizer).save_pretrained(tmp)
         _write_json(tmp / "generation_config.json", GENERATION_DEFAULTS)
 
         codec_dir = tmp / "speech_tokenizer"
-        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**tiny_codec_config())).eval()
+        codec = new_codec(tiny_codec_config()).eval()
         _reinit_all(codec, generator)
         _rerandomize_codec(codec, generator)
         codec.save_pretrained(codec_dir, safe_serialization=True)
@@ -426,9 +449,6 @@ def build_shaped_model(out_dir: str | os.PathLike, shape: str, seed: int = 0) ->
     library versions -> same weights.
     """
     import torch
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
-    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
-    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
     from transformers import EncodecFeatureExtractor
 
     from qtts_sweep.util.fsio import atomic_folder
@@ -446,14 +466,14 @@ def build_shaped_model(out_dir: str | os.PathLike, shape: str, seed: int = 0) ->
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)  # built in bf16: no fp32 copy of a 1.7B model in memory
         try:
-            model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
+            model = new_model(config).eval()
         finally:
             torch.set_default_dtype(previous)
         model.save_pretrained(tmp, safe_serialization=True)
         del model
-        Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(tmp)
+        _processor(tokenizer).save_pretrained(tmp)
         _write_json(tmp / "generation_config.json", GENERATION_DEFAULTS)
-        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**real_codec_config())).eval()
+        codec = new_codec(real_codec_config()).eval()
         _rerandomize_codec(codec, torch.Generator().manual_seed(seed))
         codec.save_pretrained(tmp / "speech_tokenizer", safe_serialization=True)
         EncodecFeatureExtractor(

@@ -95,19 +95,16 @@ def bench_train(
     import resource
 
     import torch
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     from qtts_sweep.config.schema import LoraConfig
     from qtts_sweep.model.lora import apply_lora
     from qtts_sweep.model.loss import CORRECT, LossVariant, compute_loss
-    from qtts_sweep.model.tiny import shaped_model_config
+    from qtts_sweep.model.tiny import new_model, shaped_model_config
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    config = Qwen3TTSConfig(**shaped_model_config(shape))
-    config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3TTSForConditionalGeneration(config).to(dtype)
+        model = new_model(shaped_model_config(shape), attn_implementation="sdpa").to(dtype)
     apply_lora(model, LoraConfig(), seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)

@@ -212,15 +212,12 @@ def count_params(shape: str) -> dict[str, int]:
     """Parameters of the shape, counted on the meta device (no memory, no weights): base model, the text
     embedding table inside it, the codec, and the LoRA adapter of the default LoRA config."""
     import torch
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
-    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
-    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
 
-    from qtts_sweep.model.tiny import real_codec_config, shaped_model_config
+    from qtts_sweep.model.tiny import new_codec, new_model, real_codec_config, shaped_model_config
 
     with torch.device("meta"):
-        model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**shaped_model_config(shape)))
-        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**real_codec_config()))
+        model = new_model(shaped_model_config(shape))
+        codec = new_codec(real_codec_config())
     return {
         "base": sum(p.numel() for p in model.parameters()),
         "text_embedding": model.talker.get_text_embeddings().weight.numel(),
