@@ -151,7 +151,7 @@ def test_lenient_mode_skips_bad_rows_and_converts_the_rest(bad_dataset):
     assert min(len(ds.splits["val"]), len(ds.splits["test"])) >= 3
 
 
-def test_cache_reencodes_only_new_content(tmp_path, tiny_model_dir):
+def test_cache_reencodes_only_new_content(tmp_path, tiny_model_dir, monkeypatch):
     rows = _good_rows(tmp_path, 10)
     manifest = _write_manifest(tmp_path, rows)
     own_runs = f"paths.runs_dir={tmp_path / 'runs'}"  # an empty cache, whatever other tests encoded
@@ -164,13 +164,23 @@ def test_cache_reencodes_only_new_content(tmp_path, tiny_model_dir):
     assert {s: read_split(first.dir / f"{s}.jsonl") for s in first.splits} == first.splits
     assert sum(map(len, first.splits.values())) == 10 and isinstance(first.splits["train"][0], PreparedRow)
 
+    # every other consumer loads the prepared folder: no clip is decoded, checked or hashed again
+    from qtts_sweep.data import prepare
+
+    with monkeypatch.context() as m:
+        for name in ("sha256_file", "inspect_audio", "prepare_dataset"):
+            m.setattr(prepare, name, lambda *a, **k: pytest.fail("load_dataset re-checked the clips"))
+        loaded = prepare.load_dataset(_cfg(manifest, own_runs, models))
+    assert loaded.hash == first.hash and loaded.splits == first.splits and loaded.ref_audio == first.ref_audio
+
     # Rewrite one clip in place with new content but the same modification time: must be re-encoded.
     target = tmp_path / "wavs" / "g3.flac"
     st = target.stat()
     wav, sr = _speech(40)
     sf.write(target, wav, sr)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    changed = prepare_dataset(_cfg(manifest, own_runs, models), progress=False)
+    assert prepare.load_prepared(_cfg(manifest, own_runs, models)) is None  # the folder no longer matches
+    changed = prepare.load_dataset(_cfg(manifest, own_runs, models))
     assert changed.summary["encoded"] == 1 and changed.hash != first.hash
 
     appended = _write_manifest(tmp_path, rows + _good_rows(tmp_path, 2, start=50))

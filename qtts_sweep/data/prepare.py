@@ -9,6 +9,12 @@ Output (`runs/data/<name>/`): `train.jsonl`, `val.jsonl`, `test.jsonl` (24 kHz m
 `dataset_hash` — the content hash later stages key on. Originals are never modified. Per-file facts and codes
 are cached by content hash under `runs/cache/`, so a fully cached run reads the audio bytes once for hashing
 and never imports torch.
+
+Two entry points: `prepare_dataset` checks every clip and materialises the folder (the `prepare` command, and
+anything that finds no usable folder); `load_dataset` is what every other consumer (sweep workers, promote,
+report, synth, train) calls: it reads the prepared folder back -- split files, codes, reference -- when its
+recorded fingerprint (the data config, the tokenizer, and the size and mtime of the manifest and of every clip)
+still matches, so nothing is re-decoded or re-hashed, and falls back to `prepare_dataset` otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from qtts_sweep.config.schema import Config, DataConfig, Problem, ValidationErro
 from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_file, to_24k_mono, write_wav_24k
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
-from qtts_sweep.data.rows import PreparedRow, write_split
+from qtts_sweep.data.rows import PreparedRow, read_split, write_split
 from qtts_sweep.data.speaker_check import SpeakerOutlier, cached_embeddings, speaker_outliers
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
 from qtts_sweep.util.fsio import write_text_atomic
@@ -214,6 +220,60 @@ def _dataset_hash(splits: dict[str, list[PreparedRow]], ref_sha: str, tok_id: st
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def fingerprint(cfg: Config, rows: list[Row] | None = None) -> str:
+    """What a prepared folder was made from, by stat only (no decoding, no hashing of clips): the data config, the
+    speech tokenizer's identity, and (path, size, mtime) of the manifest, every clip and the reference clip."""
+    import dataclasses
+
+    from qtts_sweep.model.modeling import ensure_model_folder
+
+    if rows is None:
+        rows, _ = read_manifest(cfg.data)
+    files = [Path(cfg.data.manifest or "") if cfg.data.format == "jsonl" else Path(cfg.data.root or "")]
+    files += [r.audio for r in rows] + [Path(str(r.ref_audio)) for r in rows if getattr(r, "ref_audio", None)]
+    if cfg.data.ref_audio not in (None, AUTO):
+        files.append(Path(str(cfg.data.ref_audio)))
+    stats = []
+    for f in sorted({str(Path(x)) for x in files}):
+        try:
+            st = Path(f).stat()
+            stats.append([f, st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append([f, None, None])
+    blob = {
+        "data": dataclasses.asdict(cfg.data),
+        "tokenizer": tokenizer_identity(ensure_model_folder(cfg.model)),
+        "files": stats,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_prepared(cfg: Config) -> PreparedDataset | None:
+    """The prepared folder of `cfg.data`, read back without re-checking any clip, or None when there is none or
+    it no longer matches the configured data (fingerprint) or its own recorded hash."""
+    folder = Path(cfg.paths.data_dir) / cfg.data.name
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        recorded = (folder / "dataset_hash").read_text(encoding="utf-8").strip()
+        if summary.get("fingerprint") != fingerprint(cfg):
+            return None
+        splits = {s: read_split(folder / f"{s}.jsonl") for s in SPLITS}
+    except (OSError, ValueError, ValidationError):
+        return None
+    rows = [r for split_rows in splits.values() for r in split_rows]
+    if not rows:
+        return None
+    ref_audio = Path(rows[0].ref_audio)
+    if _dataset_hash(splits, ref_audio.stem, summary.get("tokenizer", "")) != recorded or not ref_audio.is_file():
+        return None
+    return PreparedDataset(dir=folder, hash=recorded, splits=splits, ref_audio=ref_audio, summary=summary)
+
+
+def load_dataset(cfg: Config, progress: bool = False) -> PreparedDataset:
+    """The prepared dataset every consumer uses: loaded when prepared and unchanged, else checked and prepared."""
+    return load_prepared(cfg) or prepare_dataset(cfg, progress)
+
+
 def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
     """Validate, convert, split and encode the configured dataset (cached); see the module docstring."""
     from qtts_sweep.model.modeling import ensure_model_folder
@@ -313,6 +373,7 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> PreparedDataset:
         "reference": str(ref_path),
         "reference_from": ref_origin,
         "speaker_outliers": [str(o) for o in outliers] if data.speaker_check == "warn" else [],
+        "fingerprint": fingerprint(cfg, rows),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, split_rows in splits.items():

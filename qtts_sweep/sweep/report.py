@@ -380,9 +380,9 @@ def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config
     lines = []
     if top and top[0].get("eval_dir"):
         result = json.loads((Path(top[0]["eval_dir"]) / "result.json").read_text())
-        from qtts_sweep.data.prepare import prepare_dataset
+        from qtts_sweep.data.prepare import load_dataset
 
-        ds = prepare_dataset(cfg, progress=False)
+        ds = load_dataset(cfg)
         audio = {r.id: r.audio for rows in ds.splits.values() for r in rows}
         seen = []
         for row in result["per_line"]:

@@ -47,11 +47,11 @@ class WorkerState:
 
     def dataset(self, cfg: Config) -> Any:
         """The prepared dataset, checked once per worker (a sweep does not change its data under its own feet)."""
-        from qtts_sweep.data.prepare import prepare_dataset
+        from qtts_sweep.data.prepare import load_dataset
 
         key = (dataclasses.astuple(cfg.data), cfg.model.source, cfg.paths.data_dir, cfg.paths.runs_dir)
         if key not in self.datasets:
-            self.datasets[key] = prepare_dataset(cfg, progress=False)
+            self.datasets[key] = load_dataset(cfg)
         return self.datasets[key]
 
     def run(self, cfg: Config):

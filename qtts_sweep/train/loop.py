@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
-from qtts_sweep.data.prepare import PreparedDataset, prepare_dataset
+from qtts_sweep.data.prepare import PreparedDataset, load_dataset
 from qtts_sweep.data.rows import PreparedRow
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import (
@@ -74,7 +74,7 @@ def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: s
     from qtts_sweep.data.audio import sha256_file
     from qtts_sweep.model.modeling import ensure_model_folder
 
-    ds = dataset or prepare_dataset(cfg)
+    ds = dataset or load_dataset(cfg, progress=True)
     model_id = model_id or model_identity(ensure_model_folder(cfg.model))
     material = key_material(cfg, ds.hash, sha256_file(ds.ref_audio), model_id)
     store = CheckpointStore(cfg.paths.store_dir)
