@@ -75,6 +75,7 @@ def bench_search(seeds: int = 20, real: bool = False, overrides: list[str] | Non
     return ratio
 
 
+REAL_LABELS = {"c": "ours, every line", "d": "ours, multi-fidelity (no warm start)"}
 REAL_OVERRIDES = [
     "train.max_steps_per_epoch=2",
     "eval.max_lines=12",
@@ -119,7 +120,7 @@ def real_comparison(overrides: list[str], n_trials: int = 8, min_lines: int = 4,
             out[k] = (lines, wall, outcome)
             best = outcome.best or {}
             print(
-                f"real tiny preset ({k}) {STRATEGIES[k]}: {outcome.completed} complete, {outcome.pruned} pruned, "
+                f"real tiny preset ({k}) {REAL_LABELS[k]}: {outcome.completed} complete, {outcome.pruned} pruned, "
                 f"{lines} lines synthesized, wall {wall:.1f} s, promoted trial {best.get('number')}"
             )
     (lc, wc, _), (ld, wd, _) = out["c"], out["d"]
