@@ -221,6 +221,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bench.bench_sweep(n_trials=args.trials, overrides=args.overrides)
     elif args.what == "workers":
         bench.bench_workers(args.overrides)
+    elif args.what == "search":
+        from qtts_sweep.tools.bench_search import bench_search
+
+        bench_search(seeds=args.seeds, real=args.real, overrides=args.overrides)
     elif args.what == "train":
         bench.bench_train(shape=args.shape, device=args.device, batch_sizes=tuple(args.batch_sizes), steps=args.steps)
     return 0
@@ -359,9 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print side-by-side ratios (last line `ratio: x`)")
     p.add_argument(
         "what",
-        choices=["prep", "train", "synth", "sweep", "workers"],
+        choices=["prep", "train", "synth", "sweep", "workers", "search"],
         help="prep: first vs cached `qtts-sweep prepare`; train: our step vs upstream double shift; "
-        "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial; workers: 2 drivers vs 1",
+        "synth: batched vs one-by-one; sweep: reuse vs retrain-per-trial; workers: 2 drivers vs 1; "
+        "search: SIMULATED grid / retrain TPE / ours / ours multi-fidelity + warm start (cost to the winner)",
     )
     p.add_argument(
         "--shape", default="mid", choices=["tiny", *shape_names()], help="train: random model shape (model/shapes/)"
@@ -370,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[2], help="train: batch sizes to measure")
     p.add_argument("--steps", type=int, default=30, help="train: measured steps per variant")
     p.add_argument("--trials", type=int, default=24, help="sweep: trials of the reuse sweep")
+    p.add_argument("--seeds", type=int, default=20, help="search: simulated landscapes (seeds)")
+    p.add_argument("--real", action="store_true", help="search: also (c) vs (d) for real on the tiny preset")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to the benchmarked command")
     p.set_defaults(func=_cmd_bench)
 

@@ -72,3 +72,27 @@ def test_bench_workers(capsys, small_data):
     out = capsys.readouterr().out
     assert "1 worker(s): 2 trials" in out and "2 worker(s): 2 trials" in out
     assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0
+
+
+def test_bench_search_simulation_compares_four_strategies_and_ends_with_d_over_a(capsys):
+    from qtts_sweep.tools.bench_search import STRATEGIES, bench_search
+
+    ratio = bench_search(seeds=1)
+    out = capsys.readouterr().out
+    assert out.startswith("SIMULATION") and "cost model" in out
+    for k in STRATEGIES:
+        assert f"({k}) {STRATEGIES[k]}" in out and "within noise of the best" in out
+    assert "(d)/(c) synthesis cost:" in out
+    assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and 0 < ratio < 1
+
+
+def test_bench_search_real_runs_c_and_d_on_the_tiny_preset(capsys):
+    from qtts_sweep.tools.bench_search import real_comparison
+
+    out_runs = real_comparison(["eval.max_lines=4", "data.split.min_val=4"], n_trials=3, min_lines=2, step=2)
+    out = capsys.readouterr().out
+    assert "real tiny preset (c)" in out and "real tiny preset (d)" in out and "(d)/(c): lines" in out
+    lines_c, _, outcome_c = out_runs["c"]
+    assert outcome_c.completed == 3 and outcome_c.pruned == 0 and 4 < lines_c <= 4 * 4  # trials + the base model
+    lines_d, _, outcome_d = out_runs["d"]
+    assert outcome_d.completed + outcome_d.pruned == 3 and 4 < lines_d <= 4 * 4

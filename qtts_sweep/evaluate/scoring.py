@@ -4,7 +4,8 @@
 promotion (the test split), `qtts-sweep synth` and the benchmarks all call it, so the same inputs give the same
 numbers whoever asks. Results are cached under `runs/evals/<key>/` where the key hashes (training key, epoch,
 scale, the eval config including decoding and the lines): evaluating the same point again costs nothing and
-returns the same numbers.
+returns the same numbers. Below that, each generation batch's scored rows are cached per (pair, lines of the
+batch, seed) (line_cache.py), so scoring more lines of a pair synthesizes only the lines not scored before.
 
 The codec ceiling: every generation goes through the speech tokenizer's decoder, the ground truth does not. So
 each line's ground-truth codes (already encoded by `prepare`) are decoded and scored against the recording exactly
@@ -47,6 +48,7 @@ class EvalResult:
     cached: bool = False
     backends: dict[str, str] = field(default_factory=dict)
     ceiling: dict[str, Any] | None = None  # {"key", "dir", "per_line", "summary"} of the codec round trip
+    synthesized: int = 0  # (line, seed) generations this call ran (0: every row came from a cache)
 
 
 @dataclass
@@ -60,6 +62,15 @@ class Ceiling:
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "dir": str(self.dir), "per_line": self.per_line, "summary": self.summary}
+
+    def restricted(self, lines: list[Line]) -> Ceiling:
+        """The same ceiling over a subset of its lines (rows filtered, summary re-aggregated). The key stays the
+        full ceiling's: with the lines, which the evaluation key holds anyway, it identifies the numbers."""
+        from qtts_sweep.metrics.objective import aggregate_lines
+
+        ids = {ln.id for ln in lines}
+        rows = [r for r in self.per_line if r["id"] in ids]
+        return Ceiling(self.key, self.dir, rows, aggregate_lines([r["metrics"] for r in rows]))
 
 
 def held_out_lines(dataset: Any, split: str, max_lines: int) -> list[Line]:
@@ -208,7 +219,7 @@ def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
     return ceiling
 
 
-def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized], payload: dict) -> None:
+def _write_result(final: Path, rows: list[dict], wavs: list[Any], payload: dict) -> None:
     """Wavs + result.json, listed with their sha256 in the entry's manifest (checked by `load_cached`)."""
     import soundfile as sf
 
@@ -217,8 +228,8 @@ def _write_result(final: Path, rows: list[dict], synthesized: list[Synthesized],
 
     with atomic_folder(final) as tmp:
         (tmp / "wavs").mkdir()
-        for row, s in zip(rows, synthesized, strict=True):
-            sf.write(tmp / row["wav"], s.wav, 24000, subtype="FLOAT")
+        for row, wav in zip(rows, wavs, strict=True):
+            sf.write(tmp / row["wav"], wav, 24000, subtype="FLOAT")
         (tmp / RESULT_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         write_manifest(tmp)
         apply_modes(tmp)
@@ -253,6 +264,72 @@ def load_cached(runs_dir: str, key: str) -> EvalResult | None:
     return result
 
 
+def _score_rows(synthesized: list[Synthesized], tf: dict, suite: MetricSuite, target: Any) -> list[dict]:
+    """One result row per synthesized (line, seed): code-level, teacher-forced and audio metrics."""
+    rows = []
+    for s in synthesized:
+        metrics = {
+            **code_metrics(s),
+            **tf.get(s.line.id, {}),
+            **suite.audio_line(s.wav, s.line.audio, s.line.text, target),
+        }
+        rows.append(
+            {
+                "id": s.line.id,
+                "seed": s.seed_index,
+                "text": s.line.text,
+                "wav": f"wavs/{s.line.id}_s{s.seed_index}.wav",
+                "frames": int(s.codes.shape[0]),
+                "max_new_tokens": s.max_new_tokens,
+                "codes": s.codes.tolist(),
+                "metrics": metrics,
+            }
+        )
+    return rows
+
+
+def _lines_through_cache(
+    cfg: Config,
+    synth: Synthesizer,
+    suite: MetricSuite,
+    lines: list[Line],
+    ref_wav: Any,
+    pair: tuple,
+    use_cache: bool = True,
+) -> tuple[list[dict], list[Any], int]:
+    """Rows and wavs of every (line, seed), seed-major then line order, each generation batch read from the
+    per-line cache (line_cache.py) or synthesized, scored and stored there; also how many were synthesized.
+
+    Batches are the same `eval.batch_size` blocks of the line order that one `generate` call over all lines forms,
+    so a line's row is the same whichever prefix of the lines asked for it. `use_cache=False` recomputes every
+    batch (and overwrites its entry)."""
+    from qtts_sweep.evaluate.line_cache import LineCache, pair_key
+
+    training_key, epoch, scale, checkpoint = pair
+    cache = LineCache(cfg.paths.runs_dir, pair_key(training_key, epoch, scale, cfg.eval))
+    bs = cfg.eval.batch_size
+    rows: list[dict] = []
+    wavs: list[Any] = []
+    fresh = 0
+    ready = False
+    for k in range(cfg.eval.num_seeds):
+        for start in range(0, len(lines), bs):
+            batch = lines[start : start + bs]
+            hit = cache.get(batch, k) if use_cache else None
+            if hit is None:
+                if not ready:
+                    synth.use(checkpoint, scale)
+                    target, ready = suite.target(ref_wav), True
+                synthesized = synth.generate(batch, cfg.eval.decoding, bs, seed_index=k)
+                scored = _score_rows(synthesized, teacher_forced(synth, batch), suite, target)
+                hit = (scored, [s.wav for s in synthesized])
+                cache.put(batch, k, *hit)
+                fresh += len(batch)
+            rows += hit[0]
+            wavs += hit[1]
+    return rows, wavs, fresh
+
+
 # ~70 lines: synthesize, score every line, aggregate, apply the objective and write the cache, in that order;
 # each step is one call, kept together so the cached payload and the returned result cannot drift apart.
 def evaluate(
@@ -280,31 +357,8 @@ def evaluate(
     if cached is not None:
         return cached
 
-    synth.use(checkpoint, scale)
-    target = suite.target(ref_wav)
-    tf = teacher_forced(synth, lines)
-    synthesized: list[Synthesized] = []
-    for k in range(cfg.eval.num_seeds):
-        synthesized += synth.generate(lines, cfg.eval.decoding, cfg.eval.batch_size, seed_index=k)
-    rows = []
-    for s in synthesized:
-        metrics = {
-            **code_metrics(s),
-            **tf.get(s.line.id, {}),
-            **suite.audio_line(s.wav, s.line.audio, s.line.text, target),
-        }
-        rows.append(
-            {
-                "id": s.line.id,
-                "seed": s.seed_index,
-                "text": s.line.text,
-                "wav": f"wavs/{s.line.id}_s{s.seed_index}.wav",
-                "frames": int(s.codes.shape[0]),
-                "max_new_tokens": s.max_new_tokens,
-                "codes": s.codes.tolist(),
-                "metrics": metrics,
-            }
-        )
+    pair = (training_key, epoch, scale, checkpoint)
+    rows, wavs, fresh = _lines_through_cache(cfg, synth, suite, lines, ref_wav, pair, use_cache)
     summary = aggregate_lines([r["metrics"] for r in rows])
     speech = [r["metrics"]["gt_speech_s"] for r in rows if "gt_speech_s" in r["metrics"]]
     if speech:  # which length-limited terms any line could measure (objective._too_short)
@@ -327,8 +381,8 @@ def evaluate(
         "ceiling": ceiling.as_dict() if ceiling else None,
     }
     final = Path(cfg.paths.runs_dir) / "evals" / key
-    _write_result(final, rows, synthesized, payload)
-    return EvalResult(key, final, rows, summary, objective, False, suite.backends, payload["ceiling"])
+    _write_result(final, rows, wavs, payload)
+    return EvalResult(key, final, rows, summary, objective, False, suite.backends, payload["ceiling"], fresh)
 
 
 BASE_KEY = "base"  # training key of the base model (no adapter) in eval cache keys
@@ -391,12 +445,20 @@ class Scorer:
         return self._ref[path]
 
     def score(
-        self, cfg: Config, dataset: Any, point: Point, split: str | None = None, use_cache: bool = True
+        self,
+        cfg: Config,
+        dataset: Any,
+        point: Point,
+        split: str | None = None,
+        use_cache: bool = True,
+        n_lines: int | None = None,
     ) -> EvalResult:
         """Score `point` on the first `eval.max_lines` lines of `split` (default `eval.split`) of `dataset`.
 
         The base model gets the speaker embedding of the dataset's reference clip; a checkpoint brings its own.
-        `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`).
+        `use_cache=False` recomputes and overwrites (the no-reuse side of `bench sweep`). `n_lines`: only the
+        first n of those lines (multi-fidelity); their rows come from the per-line cache where a shorter prefix
+        already scored them, and the codec ceiling is the full lines' one restricted to these lines.
         """
         from qtts_sweep.model import modeling
 
@@ -409,6 +471,9 @@ class Scorer:
                 training_key = self.base_key(dataset)
         lines = held_out_lines(dataset, split or cfg.eval.split, cfg.eval.max_lines)
         ceiling = self.ceiling(cfg, dataset, lines, ref_wav)
+        if n_lines is not None and n_lines < len(lines):
+            lines = lines[:n_lines]
+            ceiling = ceiling.restricted(lines)
         return evaluate(
             cfg,
             synth,

@@ -1,7 +1,9 @@
 """Sweeps: the only package that drives Optuna's study machinery (create_study, ask, tell, samplers, pruners).
 
 Owns: sweep files (`spec`), the trial loop (`driver`), the worker process and its pipe protocol (`worker`),
-Optuna storage / heartbeats / stale-trial recovery, the Hydra sweeper entry, and the end-of-sweep report. Does
+Optuna storage / heartbeats / stale-trial recovery, multi-fidelity over lines (`fidelity`), warm start from earlier
+studies (`warm_start`), the simulated search of `bench search` (`simulation`), the Hydra sweeper entry, and the
+end-of-sweep report. Does
 not own: what a trial computes (`qtts_sweep.train`, `qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`),
 promotion (`qtts_sweep.production`).
 """

@@ -21,6 +21,7 @@ from typing import Any
 
 from qtts_sweep.config.schema import Config, ValidationError
 from qtts_sweep.sweep import record
+from qtts_sweep.sweep.fidelity import LineRelay
 from qtts_sweep.sweep.progress import NullProgress
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
 from qtts_sweep.sweep.recovery import (
@@ -35,6 +36,7 @@ from qtts_sweep.sweep.recovery import (
 from qtts_sweep.sweep.selection import OBJECTIVE_ATTR, best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
 from qtts_sweep.sweep.storage import TrialHeartbeat, default_storage, make_storage, open_study
+from qtts_sweep.sweep.warm_start import enqueue_warm_start
 from qtts_sweep.sweep.worker import worker_main
 from qtts_sweep.util.urls import redact
 
@@ -114,6 +116,8 @@ class SweepDriver:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
         for point in self.spec.enqueue:
             enqueue_point(study, point, baseline=True)
+        for line in enqueue_warm_start(study, self.spec, self.cfg0.paths.runs_dir, self.storage_url):
+            self.log(line)
         # promotion and reports choose with the sweep's own weights and tie-break, not a later command's defaults
         study.set_user_attr(OBJECTIVE_ATTR, dataclasses.asdict(self.cfg0.eval.objective))
         description = {
@@ -225,7 +229,8 @@ class SweepDriver:
             except ValidationError as exc:
                 return self._fail(study, trial, tracker, run_id, "invalid trial config", str(exc))
             self.progress.trial_started(trial.number, cfg.eval.epoch)
-            self.worker.submit(TrialRequest(trial.number, cfg, self._crash.get(trial.number)))
+            request = TrialRequest(trial.number, cfg, self._crash.get(trial.number), fidelity=self.spec.fidelity)
+            self.worker.submit(request)
             return self._follow(study, trial, tracker, run_id, cfg)
         except UpdateFinishedTrialError:
             return self._lost(trial, tracker, run_id, None)
@@ -243,13 +248,17 @@ class SweepDriver:
         """Relay the worker's messages for one trial until it ends; record and tell the outcome."""
         from optuna.trial import TrialState
 
-        relay = _EpochRelay(trial, tracker, cfg, prunable=not self.spec.multi)
+        # per-line pruning (fidelity.py) owns the trial's intermediate values: epochs are then not reported
+        relay = _EpochRelay(trial, tracker, cfg, prunable=not self.spec.multi and self.spec.fidelity is None)
+        lines = LineRelay(trial)
         while True:
             msg = self.worker.recv()
             kind = msg[0]
             self.progress.message(msg)
             if kind == "epoch":
                 self.worker.send(("prune", relay.epoch(*msg[1:])))
+            elif kind == "lines":
+                self.worker.send(("prune", lines.lines(*msg[1:])))
             elif kind == "done":
                 from optuna.exceptions import UpdateFinishedTrialError
 
@@ -266,7 +275,8 @@ class SweepDriver:
                 record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
                 self._tell(study, trial, state=TrialState.PRUNED)
                 record.record_pruned(tracker, run_id, msg[1], relay.steps)
-                self.log(f"trial {trial.number}: pruned at epoch {msg[1]}")
+                after = f" after {msg[2]} lines" if len(msg) > 2 else ""
+                self.log(f"trial {trial.number}: pruned at epoch {msg[1]}{after}")
                 return trial.number
             elif kind in ("failed", "died"):
                 return self._failed(study, trial, tracker, run_id, relay, msg)

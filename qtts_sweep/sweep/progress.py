@@ -99,7 +99,8 @@ class SweepProgress(NullProgress):
         self.draw()
 
     def message(self, msg: tuple) -> None:
-        """A worker message about the running trial: ("epoch", e, metrics, reused, key) or ("phase", text)."""
+        """A worker message about the running trial: ("epoch", e, metrics, reused, key), ("phase", text) or
+        ("lines", scored, total, values)."""
         if not self.running:
             return
         number = max(self.running)
@@ -108,6 +109,8 @@ class SweepProgress(NullProgress):
             self.running[number] = f"training epoch {msg[1]}/{self.epochs.get(number, '?')}{stored}"
         elif msg[0] == "phase":
             self.running[number] = str(msg[1])
+        elif msg[0] == "lines":  # multi-fidelity: a chunk of lines scored (sweep/fidelity.py)
+            self.running[number] = f"scored {msg[1]}/{msg[2]} lines"
         else:
             return
         self.draw()

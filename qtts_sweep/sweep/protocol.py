@@ -3,7 +3,8 @@
 Messages (tuples over a `multiprocessing` Pipe):
   driver -> worker: ("warm", TrialRequest) | ("trial", TrialRequest) | ("prune", bool) | ("stop",)
   worker -> driver: ("warmed",) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict)
-                    | ("pruned", epoch) | ("failed", kind, message)
+                    | ("lines", lines scored, lines in all, [[step, per-line score], ...])  (reply: "prune")
+                    | ("pruned", epoch) | ("pruned", epoch, lines scored) | ("failed", kind, message)
                     | ("phase", text)  (what the trial does now, for the progress line; no reply)
   and, made up by `WorkerHandle.recv` when the process is gone: ("died", exitcode)
 
@@ -19,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from qtts_sweep.config.schema import Config
 
@@ -31,6 +33,7 @@ class TrialRequest:
     config: Config
     crash: str | None = None  # test hook: "segfault" | "raise" | "nan" | "leaselost" (see worker.inject_crash)
     base: bool = False  # score the base model (no adapter) on the same lines, for the listening page
+    fidelity: Any = None  # a fidelity.Fidelity: score lines in chunks, asking the pruner between them
 
 
 def crash_plan() -> dict[int, str]:

@@ -35,6 +35,8 @@ def complete_attrs(result: dict[str, Any]) -> dict[str, Any]:
         "constraints": constraint_values(result["summary"]),
         "reused": not result["trained"],
         "summary": {k: v for k, v in result["summary"].items() if not k.endswith("_std")},
+        "lines_used": result.get("lines_used"),
+        "lines_total": result.get("lines_total"),
     }
 
 

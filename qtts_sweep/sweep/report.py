@@ -20,6 +20,7 @@ from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.spec import is_training_param
 from qtts_sweep.sweep.storage import load_existing_study
+from qtts_sweep.sweep.warm_start import ATTR as WARM_ATTR
 
 
 def _row(t, retried: set[int]) -> dict[str, Any]:
@@ -34,7 +35,17 @@ def _row(t, retried: set[int]) -> dict[str, Any]:
         "checkpoint": t.user_attrs.get("checkpoint"),
         "eval_dir": t.user_attrs.get("eval_dir"),
         "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+        "lines": _lines(t),
+        "warm_start": t.user_attrs.get(WARM_ATTR),
     }
+
+
+def _lines(t) -> str:
+    """Lines a trial was scored on: `used/total` under multi-fidelity (fidelity.py), else the lines scored."""
+    used, total = t.user_attrs.get("lines_used"), t.user_attrs.get("lines_total")
+    if used is None:
+        return "-"
+    return f"{used}/{total}" if total is not None and total != used else str(used)
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
@@ -66,7 +77,7 @@ def format_table(study, k: int = 10) -> str:
     top = shown_trials(study, k, pick)
     names = searched(study)
     columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
-    head = ["#", "objective"] + names + columns + ["reused"]  # full dotted names: `lora.r`, not `r`
+    head = ["#", "objective"] + names + columns + ["reused", "lines"]  # full dotted names: `lora.r`, not `r`
     lines = [
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
@@ -88,9 +99,11 @@ def format_table(study, k: int = 10) -> str:
         cells = [f"{mark}{r['number']}", f"{r['value']:.4f}"]
         cells += [human(r["params"].get(n)) for n in names]
         cells += [human(r["summary"].get(m)) for m in columns]
-        cells += [str(bool(r["reused"]))]
-        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+        cells += [str(bool(r["reused"])), r["lines"]]
+        row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+        lines.append(row + (f"  (warm start: {r['warm_start']})" if r["warm_start"] else ""))
     lines += ceiling_row(top, len(names), columns, widths)
+    lines += lines_row(rows)
     if pick is not None:
         lines.append(f"  promote picks trial {pick[0]}: {pick[1]}")
     failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
@@ -110,13 +123,22 @@ def promotion_pick(study) -> tuple[int, str] | None:
     return trial.number, why
 
 
+def lines_row(rows: list[dict]) -> list[str]:
+    """Under multi-fidelity (fidelity.py), every trial's lines as `#trial:used/total`, pruned ones included."""
+    cut = [r for r in rows if r["lines"] != "-"]
+    if not any("/" in r["lines"] for r in cut):
+        return []
+    cells = " ".join(f"#{r['number']}:{r['lines']}" for r in cut)
+    return [f"lines scored per trial (fewer than all: stopped by the per-line pruner): {cells}"]
+
+
 def ceiling_row(top: list[dict], n_params: int, columns: list[str], widths: list[int]) -> list[str]:
     """The codec ceiling as one more table row (the ground truth's own codec round trip: what no trial can beat
     on the quality terms); empty when the results carry no ceiling."""
     summary = next((r["summary"] for r in top if any(k.startswith(CEILING_PREFIX) for k in r["summary"])), None)
     if summary is None:
         return []
-    cells = ["ceiling", "-"] + ["-"] * n_params + [human(summary.get(CEILING_PREFIX + m)) for m in columns] + ["-"]
+    cells = ["ceiling", "-"] + ["-"] * n_params + [human(summary.get(CEILING_PREFIX + m)) for m in columns] + ["-", "-"]
     return ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))]
 
 
@@ -220,10 +242,12 @@ def axis_limits(spec: Any, name: str) -> tuple[float, float] | None:
 
 def marked_trials(study: Any, production_dir: str | Path | None) -> dict[int, str]:
     """{trial number: label} for the plot: the promoted trial (a bundle of this study exists) and enqueued
-    baselines (the published defaults and other fixed points a sweep file enqueues)."""
+    baselines (the published defaults and other fixed points a sweep file enqueues), warm-start points of earlier
+    studies (warm_start.py) marked as such."""
     import yaml
 
     marks = {t.number: "baseline" for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")}
+    marks.update({t.number: "warm start" for t in study.get_trials(deepcopy=False) if WARM_ATTR in t.user_attrs})
     for f in sorted(Path(production_dir).glob("*/production.yaml")) if production_dir else []:
         origin = (yaml.safe_load(f.read_text()) or {}).get("origin", {})
         if origin.get("study") == study.study_name and origin.get("trial") is not None:
@@ -232,7 +256,7 @@ def marked_trials(study: Any, production_dir: str | Path | None) -> dict[int, st
 
 
 def _mark(ax: Any, rows: list[dict], marks: dict[int, str], coords: Any) -> None:
-    style = {"promoted": ("*", "red", 260), "baseline": ("s", "black", 140)}
+    style = {"promoted": ("*", "red", 260), "baseline": ("s", "black", 140), "warm start": ("D", "blue", 120)}
     for label, (marker, colour, size) in style.items():
         pts = [r for r in rows if marks.get(r["number"]) == label]
         if pts:

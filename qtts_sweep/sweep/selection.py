@@ -14,6 +14,7 @@ from typing import Any
 from qtts_sweep.config.schema import ObjectiveConfig, Problem, ValidationError
 from qtts_sweep.metrics.objective import LineObjective, line_scores
 from qtts_sweep.metrics.paired import Candidate, Verdict, choose
+from qtts_sweep.sweep.fidelity import full_lines
 
 OBJECTIVE_ATTR = "objective"  # study user attribute: the sweep's `eval.objective` as a dict (driver.prepare)
 
@@ -24,9 +25,12 @@ class SelectionError(ValidationError):
 
 
 def _complete(study) -> list:
+    """COMPLETE trials scored on every line: under multi-fidelity (fidelity.py) a trial that the pruner cut short
+    is PRUNED, and one whose lines were cut any other way is not eligible either; a pruned pair is never chosen."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    done = (t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
+    return [t for t in done if full_lines(t)]
 
 
 def is_multi(study) -> bool:

@@ -21,12 +21,13 @@ from typing import Any
 
 from qtts_sweep.config.loader import type_ok
 from qtts_sweep.config.schema import SEARCHABLE_GROUPS, Config, ConfigError, Problem, leaf_names, schema_leaf
+from qtts_sweep.sweep.fidelity import Fidelity, read_fidelity, spec_problems
 from qtts_sweep.train.store import KEY_EXCLUDED, KEY_GROUPS
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 PARAM_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "grid", "nsgaii")
-PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon")
 EPOCH = "eval.epoch"  # the checkpoint a trial scores: planning and the plot treat it specially
 
 
@@ -73,6 +74,12 @@ class SweepSpec:
     directions: list[str] = field(default_factory=lambda: ["maximize"])
     storage: str | None = None  # Optuna RDB URL; None = sqlite:///<runs>/optuna.db
     enqueue: list[dict[str, Any]] = field(default_factory=list)
+    # Multi-fidelity over held-out lines (with pruner: wilcoxon): first min_lines, then step more (fidelity.py).
+    fidelity: Fidelity | None = None
+    # Earlier studies (names in the default storages, or `<storage URL>#<study name>`) whose top points are
+    # enqueued once, after `enqueue` (warm_start.py).
+    warm_start: list[str] = field(default_factory=list)
+    warm_start_top_k: int = 3
     # Feasibility from eval.objective.constraints (metric - limit <= 0) passed to TPE / NSGA-II as constraints.
     constrained: bool = False
     max_failure_rate: float = 0.5
@@ -192,6 +199,8 @@ def load_spec(name_or_path: str, cfg: Config | None = None) -> SweepSpec:
     space, found = _read_space(raw, where)
     problems += found
     fields = {k: v for k, v in raw.items() if k in known}
+    fields["fidelity"], found = read_fidelity(fields.get("fidelity"), where)
+    problems += found
     spec = SweepSpec(
         name=path.stem, study_name=fields.pop("study_name", path.stem), space=space, source=str(path), **fields
     )
@@ -209,6 +218,12 @@ def _spec_problems(spec: SweepSpec, where: str) -> list[Problem]:
         out.append(Problem(f"{where}: sampler", spec.sampler, f"must be one of {list(SAMPLERS)}", "e.g. tpe"))
     if spec.pruner not in PRUNERS:
         out.append(Problem(f"{where}: pruner", spec.pruner, f"must be one of {list(PRUNERS)}", "e.g. median"))
+    out += spec_problems(spec.pruner, spec.fidelity, where)
+    if not isinstance(spec.warm_start, list) or not all(isinstance(w, str) and w for w in spec.warm_start):
+        fix = "e.g. warm_start: [voice_a] or ['sqlite:///runs/optuna.db#voice_a']"
+        out.append(Problem(f"{where}: warm_start", spec.warm_start, "must be a list of study names or URLs", fix))
+    if spec.warm_start_top_k < 1:
+        out.append(Problem(f"{where}: warm_start_top_k", spec.warm_start_top_k, "must be >= 1", "e.g. 3"))
     if spec.n_trials < 1:
         out.append(Problem(f"{where}: n_trials", spec.n_trials, "must be >= 1", "e.g. n_trials: 24"))
     if not 0 < spec.max_failure_rate <= 1:
@@ -404,6 +419,11 @@ def format_plan(spec: SweepSpec, p: Plan) -> str:
     rows = [
         f"sweep `{spec.name}` (study `{spec.study_name}`): {spec.n_trials} trials, sampler {spec.sampler}, "
         f"pruner {spec.pruner}, objective {spec.objective}",
+        *(
+            [f"  lines: first {spec.fidelity.min_lines}, then {spec.fidelity.step} more while a trial can still win"]
+            if spec.fidelity
+            else []
+        ),
         "  searched: " + ", ".join(f"{k} ({_describe(v)})" for k, v in spec.space.items()),
         f"  training leaves (each value trains anew): {', '.join(trained) or 'none'}",
         f"  distinct training keys: {keys}{hint}",
@@ -414,6 +434,8 @@ def format_plan(spec: SweepSpec, p: Plan) -> str:
         rows.append(f"  grid size: {p.grid_size} points")
     if spec.enqueue:
         rows.append(f"  enqueued baseline trials: {spec.enqueue}")
+    if spec.warm_start:
+        rows.append(f"  warm start: top {spec.warm_start_top_k} of {spec.warm_start}")
     return "\n".join(rows)
 
 

@@ -238,6 +238,8 @@ def make_sampler(spec: SweepSpec):
 def make_pruner(spec: SweepSpec):
     import optuna
 
+    from qtts_sweep.sweep import fidelity
+
     kw = dict(spec.pruner_kwargs)
     return {
         "none": lambda: optuna.pruners.NopPruner(),
@@ -245,6 +247,7 @@ def make_pruner(spec: SweepSpec):
         "percentile": lambda: optuna.pruners.PercentilePruner(**kw),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**kw),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(**kw),
+        "wilcoxon": lambda: fidelity.make_pruner(kw, spec.fidelity),  # per-line chunks (sweep/fidelity.py)
     }[spec.pruner]()
 
 

@@ -24,7 +24,7 @@ from qtts_sweep.util import quiet
 
 
 class Pruned(Exception):
-    pass
+    """The pruner stopped the trial: args (epoch,) during training, (epoch, lines scored) during scoring."""
 
 
 class WorkerState:
@@ -115,7 +115,12 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any
         state.scorer.adapter_changed()
     t2 = time.perf_counter()
     conn.send(("phase", f"synthesis and scoring at scale {cfg.eval.lora_scale:g}"))
-    ev = state.scorer.score(cfg, run.dataset, Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale))
+    point = Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale)
+    if req.fidelity is None:
+        ev = state.scorer.score(cfg, run.dataset, point)
+        objective, lines = ev.objective, len({r["id"] for r in ev.per_line})
+    else:
+        ev, objective, lines = _score_in_chunks(req, state, conn, run.dataset, point)
     return {
         "timings": {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2},
         "training_key": run.key,
@@ -124,14 +129,40 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any
         "trained": result.trained,
         "reused": result.reused,
         "epoch_metrics": {str(k): v for k, v in result.metrics.items()},
-        "objective": ev.objective,
-        "summary": ev.summary,
+        "objective": objective,
+        "lines_used": lines,
+        "lines_total": lines,
+        "synthesized": ev.synthesized,
+        "summary": {**ev.summary, "composite_of_means": ev.objective} if req.fidelity else ev.summary,
         "eval_dir": str(ev.dir),
         "eval_cached": ev.cached,
         "per_line": [{k: v for k, v in row.items() if k != "codes"} for row in ev.per_line],
         "backends": ev.backends,
         "dataset_hash": run.dataset.hash,
     }
+
+
+def _score_in_chunks(req: TrialRequest, state: WorkerState, conn: Any, dataset: Any, point: Any):
+    """Multi-fidelity (sweep/fidelity.py): score a growing prefix of the lines, send each chunk's new per-line
+    scores, stop when the driver says prune. Returns (the all-lines result, mean per-line score, lines)."""
+    from qtts_sweep.evaluate.scoring import held_out_lines
+    from qtts_sweep.sweep import fidelity
+
+    cfg = req.config
+    ids = [ln.id for ln in held_out_lines(dataset, cfg.eval.split, cfg.eval.max_lines)]
+    weights = cfg.eval.objective.objective_weights()
+    sent, synthesized = 0, 0
+    for n in fidelity.chunk_ends(len(ids), req.fidelity, cfg.eval.batch_size):
+        ev = state.scorer.score(cfg, dataset, point, n_lines=n)
+        synthesized += ev.synthesized
+        values = fidelity.line_values(ev.per_line, ids, weights, (ev.ceiling or {}).get("per_line"))
+        conn.send(("lines", n, len(ids), [list(v) for v in values[sent:]]))
+        sent = len(values)
+        msg = conn.recv()
+        if msg[0] == "prune" and msg[1]:
+            raise Pruned(cfg.eval.epoch, n)
+    ev.synthesized = synthesized
+    return ev, fidelity.line_mean(values), len(ids)
 
 
 def run_base(req: TrialRequest, state: WorkerState) -> dict[str, Any]:
@@ -150,7 +181,7 @@ def _serve(msg: tuple, state: WorkerState, conn: Any) -> tuple:
     try:
         return ("done", run_base(req, state) if req.base else run_trial(req, state, conn))
     except Pruned as exc:
-        return ("pruned", exc.args[0])
+        return ("pruned", *exc.args)
     except Exception as exc:
         kind = "OutOfMemory" if "out of memory" in str(exc).lower() else type(exc).__name__
         return ("failed", kind, f"{exc}\n{traceback.format_exc(limit=6)}")
