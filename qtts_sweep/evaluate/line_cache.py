@@ -27,6 +27,9 @@ from typing import Any
 
 from qtts_sweep.config.schema import EvalConfig
 from qtts_sweep.metrics.catalog import REGISTRY
+from qtts_sweep.util.log import get_logger
+
+log = get_logger(__name__)
 
 ROWS_FILE = "rows.json"
 
@@ -58,7 +61,6 @@ class LineCache:
 
     def get(self, lines: list[Any], seed_index: int) -> tuple[list[dict], list[Any]] | None:
         """(rows, wavs) of a cached batch, or None (absent, or damaged: then moved aside and reported)."""
-        import sys
 
         import soundfile as sf
 
@@ -76,7 +78,7 @@ class LineCache:
         except (CorruptEntry, ValueError, KeyError, TypeError) as exc:
             err = exc if isinstance(exc, CorruptEntry) else CorruptEntry(d / ROWS_FILE, f"unreadable ({exc!r})")
             moved = quarantine(err, d)
-            print(f"warning: cached line batch {moved}; it is recomputed. Fix: none needed", file=sys.stderr)
+            log.warning(f"cached line batch {moved}; it is recomputed. Fix: none needed")
             return None
         return rows, wavs
 
