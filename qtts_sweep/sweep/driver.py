@@ -312,4 +312,10 @@ class _EpochRelay:
             return False
         # Pruners read intermediate values in the study's direction: maximize -> report -loss.
         self.trial.report(-value, epoch)
-        return self.trial.should_prune()
+        prune = self.trial.should_prune()
+        if prune:
+            # Optuna makes a pruned trial's last intermediate value its value unless it is NaN: -val_loss (~-10)
+            # would then sit on the objective's axis in every dashboard. A NaN step after the last real one keeps
+            # the pruned trial valueless; pruners skip NaN (docs/design.md, "Dashboards").
+            self.trial.report(float("nan"), epoch + 1)
+        return prune
