@@ -233,7 +233,9 @@ class SweepDriver:
                 self.worker.send(("prune", relay.epoch(*msg[1:])))
             elif kind == "done":
                 result = msg[1]
-                record.record_complete(trial, result, tracker, run_id, relay.training_run, relay.steps)
+                record.record_complete(
+                    trial, result, tracker, run_id, relay.training_run, relay.steps, self.cfg0.paths.runs_dir
+                )
                 self._tell(study, trial, self._values(result))
                 how = "reused checkpoint" if not result["trained"] else f"trained {result['trained']}"
                 self.log(f"trial {trial.number}: objective {result['objective']:.4f} ({how})")

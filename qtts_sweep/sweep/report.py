@@ -16,7 +16,7 @@ from qtts_sweep.config.schema import Config
 from qtts_sweep.evaluate.scoring import CEILING_PREFIX
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.paired import PairedDiff, Verdict
-from qtts_sweep.sweep import selection
+from qtts_sweep.sweep import preference, selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.spec import is_training_param
 from qtts_sweep.sweep.storage import load_existing_study
@@ -56,7 +56,9 @@ def format_table(study, k: int = 10) -> str:
     top = top_trials(study, k)
     names = searched(study)
     columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
-    head = ["#", "objective"] + names + columns + ["reused"]  # full dotted names: `lora.r`, not `r`
+    tallies = preference.tally(study)  # blind A/B judgements (qtts-sweep listen), shown beside the objective
+    listened = ["listen W-L-T/n"] if tallies else []
+    head = ["#", "objective"] + listened + names + columns + ["reused"]  # full dotted names: `lora.r`, not `r`
     lines = [
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
@@ -67,11 +69,13 @@ def format_table(study, k: int = 10) -> str:
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
     for r in top:
         cells = [str(r["number"]), f"{r['value']:.4f}"]
+        cells += [tallies.get(r["number"], preference.Tally()).short()] if tallies else []
         cells += [human(r["params"].get(n)) for n in names]
         cells += [human(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"]))]
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
-    lines += ceiling_row(top, len(names), columns, widths)
+    lines += ceiling_row(top, len(names) + len(listened), columns, widths)
+    lines += preference.report_lines(tallies, [r["number"] for r in top])
     failed = [r for r in rows if r["state"].startswith("FAIL") and r["fail_reason"]]
     for r in failed[:10]:
         lines.append(f"  trial {r['number']} failed: {r['fail_reason']}")

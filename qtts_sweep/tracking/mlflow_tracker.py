@@ -22,11 +22,14 @@ from qtts_sweep.config.schema import TrackingConfig
 from qtts_sweep.util.urls import redact
 
 STUDY_PREFIX = "qtts-study-"
-# MLflow 3.x's UI opens an experiment without a kind in its GenAI (traces) view. This experiment tag (values in the
-# UI's ExperimentKind enum: genai_development, custom_model_development, finetuning, ...) makes 3.17 open every
-# experiment of this project on its Runs tab, the model-training view (docs/design.md, "Dashboards").
+# MLflow 3.x's UI opens experiments in its GenAI (traces) view. The experiment tag below (values of the UI's
+# ExperimentKind enum: genai_development, custom_model_development, finetuning, ...) marks ours as model training;
+# MLflow 3.17 reads it only where its GenAI / Model-training switch is off. With the switch on (3.17's default) the
+# view is the switch's, default GenAI, and the URL parameter `workflowType=machine_learning` sets it: every MLflow
+# link this project prints carries it (docs/design.md, "Dashboards").
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+UI_PATH = "#/experiments?workflowType=machine_learning"  # the experiment list, in the model-training view
 # How often a trial run samples CPU / memory / disk / network (and GPU when pynvml is importable); MLflow's own
 # default is 10 s. The environment variable MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
 SYSTEM_METRICS_INTERVAL_S = 5.0
@@ -255,10 +258,10 @@ class MlflowTracker(NullTracker):
 
     def ui_command(self) -> str:
         if self.cfg.tracking_uri.startswith(("http://", "https://")):
-            return f"open {redact(self.cfg.tracking_uri)} (experiments open on their runs)"
+            return f"open {redact(self.cfg.tracking_uri).rstrip('/')}/{UI_PATH}"
         return (
             f"mlflow ui --backend-store-uri {redact(self.cfg.tracking_uri)} --host 127.0.0.1 --port 5000"
-            "   # then open http://127.0.0.1:5000 (experiments open on their runs)"
+            f"   # then open http://127.0.0.1:5000/{UI_PATH}"
         )
 
     def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str:
