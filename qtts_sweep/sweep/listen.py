@@ -268,7 +268,8 @@ const $ = (id) => document.getElementById(id);
 function ready() {
   const ok = played.a && played.b;
   for (const c of ["a", "same", "b"]) $("choose-" + c).disabled = !ok;
-  if (!ok) $("status").textContent = "play A and B to choose (" + current.judgements + " judgements so far)";
+  $("status").textContent = (ok ? "choose A, B or same" : "play A and B to choose") +
+    " (" + current.judgements + " judgements so far)";
 }
 async function next() {
   current = await (await fetch("api/next")).json();
