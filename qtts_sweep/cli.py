@@ -97,11 +97,20 @@ def _with_bundle(cfg, where: str, use):
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.production.promote import format_promotion, promote
     from qtts_sweep.sweep.storage import default_storage_for
 
-    cfg = load_config(args.overrides, args.config_dir, check_model=False)
+    overrides = list(args.overrides)
+    if args.stress is not None:  # options, not overrides: a path with commas or spaces survives
+        overrides.append(f"production.stress.lines={args.stress}")
+    cfg = load_config(overrides, args.config_dir, check_model=False)
+    if args.text_file:
+        stress = dataclasses.replace(cfg.production.stress, text_file=str(Path(args.text_file).resolve()))
+        cfg = dataclasses.replace(cfg, production=dataclasses.replace(cfg.production, stress=stress))
     storage = args.storage or default_storage_for(args.study, cfg.paths.runs_dir)
     result = promote(cfg, args.study, storage, args.trial, args.name)
     print(format_promotion(result))
@@ -193,6 +202,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.overrides, args.config_dir, check_model=False)
     print(report_command(args.study, args.storage or default_storage_for(args.study, cfg.paths.runs_dir), args.top))
+    return 0
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.listen import serve
+    from qtts_sweep.sweep.storage import default_storage_for
+
+    cfg = load_config(args.overrides, args.config_dir, check_model=False)
+    storage = args.storage or default_storage_for(args.study, cfg.paths.runs_dir)
+    serve(cfg, args.study, storage, args.host, args.port, args.pairs, args.listener or "")
     return 0
 
 
@@ -343,8 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="promote this trial number instead of the best")
     p.add_argument("--name", help="bundle/model name (default: the study name)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite under runs/)")
+    p.add_argument(
+        "--stress",
+        type=int,
+        metavar="N",
+        help="production gate: speak N unseen lines first (default production.stress.lines; 0: no gate)",
+    )
+    p.add_argument("--text-file", help="the gate's lines, one per line (default data/stress/lines.txt)")
     _add_config_args(p)
     p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("listen", help="serve a blind A/B listening page for a study's top pairs (127.0.0.1)")
+    p.add_argument("study", help="the study name")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite under runs/)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--pairs", type=int, default=4, help="top distinct (checkpoint, scale) pairs to compare")
+    p.add_argument("--listener", help="your name, stored with each judgement")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_listen)
 
     p = sub.add_parser("export", help="merge a bundle's adapter into a standalone custom-voice model folder")
     p.add_argument("bundle", help="bundle folder / production.yaml, or models:/qtts-<name>@production")

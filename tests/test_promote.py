@@ -161,3 +161,25 @@ np.save(sys.argv[1], wavs[0])
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = np.load(dst)
     assert theirs.shape == ours.wav.shape and np.array_equal(theirs, ours.wav)
+
+
+def test_production_gate_records_its_numbers_and_refuses_a_pair_that_never_stops(swept):
+    from qtts_sweep.production.stress import PromotionRefused
+
+    tmp, cfg = swept
+
+    def with_gate(**limits):
+        gate = dataclasses.replace(cfg.production.stress, lines=4, **limits)
+        return dataclasses.replace(cfg, production=dataclasses.replace(cfg.production, stress=gate))
+
+    # measured and recorded, nothing refused (the tiny demo's setting)
+    result = promote(with_gate(max_no_eos_rate=None), "tiny", _storage(tmp), name="gate-off")
+    stress = Bundle.load(result.bundle, check_model=False).metrics["stress"]
+    assert stress["lines"] == 4 and 0 <= stress["no_eos_ci"][0] <= stress["no_eos_rate"] <= stress["no_eos_ci"][1]
+    run = MlflowClient(cfg.tracking.tracking_uri).get_run(Bundle.load(result.bundle).origin["mlflow_run_id"])
+    assert run.data.metrics["stress_lines"] == 4.0
+    # the tiny preset's trials never stop on their own: a 1% limit refuses, and nothing is written
+    with pytest.raises(PromotionRefused, match="never emitted EOS") as refused:
+        promote(with_gate(max_no_eos_rate=0.01), "tiny", _storage(tmp), name="gated")
+    assert "production.stress.max_no_eos_rate" in str(refused.value) and "promote --trial" in str(refused.value)
+    assert not (Path(cfg.paths.production_dir) / "gated").exists()

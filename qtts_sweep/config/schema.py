@@ -622,6 +622,48 @@ class LauncherConfig(_Validated):
 
 
 @dataclass
+class StressConfig(_Validated):
+    """The production gate of `promote`: the chosen pair speaks `lines` unseen lines with production decoding.
+
+    Each limit refuses the promotion when the measured value (not its interval) is above it; null turns that rule
+    off (the value is still measured and recorded). The intervals say how much a value rests on: raise `lines`
+    to narrow them.
+    """
+
+    lines: int = 200  # how many lines of text_file to speak (the first N); 0 turns the gate off
+    text_file: str = "${paths.project_dir}/data/stress/lines.txt"
+    chars_per_second: float = 14.0  # expected speaking rate: duration ratio = generated / (chars / this)
+    long_chars: int = 120  # lines at least this long are "long": speaker drift is measured on them
+    confidence: float = 0.95
+    max_no_eos_rate: float | None = 0.01  # upstream Qwen3-TTS: ~0.3-0.5% of generations never stop
+    max_duration_ratio_p99: float | None = 3.0
+    max_speaker_drift: float | None = 0.35  # 1 - cosine of the first and last third of a long line's voice
+
+    def problems(self, prefix: str | None = "production.stress") -> list[Problem]:
+        out: list[Problem] = []
+        _check(self.lines >= 0, out, f"{prefix}.lines", self.lines, "must be >= 0 (0: no gate)", "e.g. 200")
+        _check(self.chars_per_second > 0, out, f"{prefix}.chars_per_second", self.chars_per_second, "must be > 0",
+               "e.g. 14 (read English)")  # fmt: skip
+        _check(self.long_chars >= 1, out, f"{prefix}.long_chars", self.long_chars, "must be >= 1", "e.g. 120")
+        _check(0 < self.confidence < 1, out, f"{prefix}.confidence", self.confidence, "must be in (0, 1)", "0.95")
+        for name in ("max_no_eos_rate", "max_duration_ratio_p99", "max_speaker_drift"):
+            value = getattr(self, name)
+            _check(value is None or value >= 0, out, f"{prefix}.{name}", value, "must be >= 0 or null", "e.g. null")
+        return out
+
+
+@dataclass
+class ProductionConfig(_Validated):
+    """What promotion demands of a pair before it becomes the production bundle."""
+
+    _group = "production"
+    stress: StressConfig = field(default_factory=StressConfig)
+
+    def problems(self, prefix: str | None = "production") -> list[Problem]:
+        return self.stress.problems(f"{prefix}.stress")
+
+
+@dataclass
 class Config(_Validated):
     """The whole resolved config."""
 
@@ -633,6 +675,7 @@ class Config(_Validated):
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = MISSING
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    production: ProductionConfig = field(default_factory=ProductionConfig)
     seed: int = 0
 
     _group = ""
@@ -664,6 +707,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "tracking": TrackingConfig,
     "paths": PathsConfig,
     "launcher": LauncherConfig,
+    "production": ProductionConfig,
 }
 
 

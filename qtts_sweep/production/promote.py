@@ -26,6 +26,8 @@ class PromotionResult:
     test_metrics: dict[str, float]
     model_version: str | None = None
     why: str = ""  # how the trial was chosen (best objective, or the tie-break rule among trials tied within noise)
+    stress: dict | None = None  # the production gate's measurements (stress.py), None when it was off
+    preference: str = ""  # what listeners said about the promoted trial (qtts-sweep listen), if anything
 
 
 def _already_promoted(out: Path, study_name: str, trial, ckpt: Path) -> Bundle | None:
@@ -56,19 +58,22 @@ def promote(
 
     study = load_existing_study(study_name, storage)
     trial, why = select_for_promotion(study, cfg.eval.objective, trial_number)
+    heard = preference_note(study, trial.number, study_name)
     name = name or study_name
     out = Path(cfg.paths.production_dir) / name
     ckpt = Path(trial.user_attrs["checkpoint"])
     existing = _already_promoted(out, study_name, trial, ckpt)
     if existing is not None:
         return PromotionResult(
-            out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version"), why
-        )
+            out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version"), why,
+            existing.metrics.get("stress"), heard,
+        )  # fmt: skip
     from qtts_sweep.train.store import CheckpointStore
 
     # Checked against its manifest before anything is copied: a damaged adapter must not reach production.
     CheckpointStore(ckpt.parent.parent).verify(ckpt.parent.name, int(ckpt.name[len("epoch-") :]))
     tcfg = trial_config(cfg, ckpt, trial)
+    gate = stress_gate(tcfg, ckpt, cfg.production.stress)  # raises PromotionRefused before anything is written
     test = score_on_test(tcfg, ckpt)
     source = ensure_model_folder(tcfg.model)
     bundle = Bundle(
@@ -93,14 +98,53 @@ def promote(
             "objective_val": trial.values[0] if len(trial.values) == 1 else trial.values,
             "val": trial.user_attrs.get("summary", {}),
             "test": test,
+            **({"stress": gate.as_dict()} if gate else {}),
+            **({"preference": heard} if heard else {}),
         },
     ).save(out, ckpt)
     tags = {"study": study_name, "trial": str(trial.number)}
     run_id = trial.user_attrs.get("mlflow_run_id")
-    version = make_tracker(cfg.tracking).register_bundle(f"qtts-{name}", out, run_id, tags)
+    tracker = make_tracker(cfg.tracking)
+    if gate is not None:
+        tracker.log_parent_metrics(run_id, gate.metrics())  # on the trial's own run, beside its val metrics
+    version = tracker.register_bundle(f"qtts-{name}", out, run_id, tags)
     if version is not None:
         bundle.update_origin(model_version=version)
-    return PromotionResult(out, trial.number, True, test, version, why)
+    return PromotionResult(out, trial.number, True, test, version, why, gate.as_dict() if gate else None, heard)
+
+
+def preference_note(study, number: int, study_name: str) -> str:
+    """What blind A/B listeners said about trial `number` (and whom they preferred), or "" when nobody listened."""
+    from qtts_sweep.sweep import preference
+
+    tallies = preference.tally(study)
+    if number not in tallies:
+        return ""
+    note = f"listeners: {tallies[number].describe()}"
+    best = preference.preferred(tallies)
+    if best is not None and best != number:
+        note += (
+            f"; they prefer trial {best} ({tallies[best].describe()}): qtts-sweep promote {study_name} --trial {best}"
+        )
+    return note
+
+
+def stress_gate(tcfg: Config, ckpt: Path, cfg):
+    """The production gate (stress.py) on the pair as the bundle will run it; None when `cfg.lines` is 0."""
+    if cfg.lines <= 0:
+        return None
+    from qtts_sweep.evaluate.synth import Synthesizer
+    from qtts_sweep.production import stress
+
+    texts = stress.read_lines(cfg.text_file, cfg.lines)
+    synth = Synthesizer(tcfg)
+    synth.use(ckpt, tcfg.eval.lora_scale)
+    report = stress.measure(synth, texts, tcfg.eval.decoding, tcfg.eval.batch_size, cfg, cfg.text_file)
+    del synth
+    found = stress.problems(report, cfg)
+    if found:
+        raise stress.PromotionRefused(found)
+    return report
 
 
 def trial_config(cfg: Config, ckpt: Path, trial) -> Config:
@@ -141,5 +185,13 @@ def format_promotion(r: PromotionResult) -> str:
         lines.append(f"  MLflow model version {r.model_version} now has alias `production`")
     shown = [k for k in ("objective", *REGISTRY.table_keys()) if k in r.test_metrics]
     lines.append("  test split (never used for selection): " + ", ".join(f"{k} {r.test_metrics[k]:.4g}" for k in shown))
+    if r.stress:
+        from qtts_sweep.production.stress import StressReport
+
+        lines.append(
+            "  " + StressReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.stress.items()}).describe()
+        )
+    if r.preference:
+        lines.append(f"  {r.preference}")
     lines.append(f'  synthesize: qtts-sweep synth --production {r.bundle / BUNDLE_FILE} --text "Hello."')
     return "\n".join(lines)

@@ -264,7 +264,9 @@ class SweepDriver:
 
                 result = msg[1]
                 try:
-                    record.record_complete(trial, result, tracker, run_id, relay.training_run, relay.steps)
+                    record.record_complete(
+                        trial, result, tracker, run_id, relay.training_run, relay.steps, self.cfg0.paths.runs_dir
+                    )
                     self._tell(study, trial, self._values(result))
                 except UpdateFinishedTrialError:
                     return self._lost(trial, tracker, run_id, result)
@@ -384,6 +386,12 @@ class _EpochRelay:
         # Pruners read intermediate values in the study's direction: maximize -> report -loss.
         try:
             self.trial.report(-value, epoch)
-            return self.trial.should_prune()
+            prune = self.trial.should_prune()
+            if prune:
+                # Optuna makes a pruned trial's last intermediate value its value unless it is NaN: -val_loss
+                # (~-10) would then sit on the objective's axis in every dashboard. A NaN step after the last real
+                # one keeps the pruned trial valueless; pruners skip NaN (docs/design.md, "Dashboards").
+                self.trial.report(float("nan"), epoch + 1)
+            return prune
         except UpdateFinishedTrialError:  # failed by another driver meanwhile: stop training (epochs are kept)
             return True

@@ -321,13 +321,16 @@ def launch(
 
 
 def closing_lines(cfg: Config, study_name: str, storage: str) -> str:
+    from qtts_sweep.sweep.record import artifact_dir
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
     return "\n".join(
         [
             f"study `{study_name}` in {redact(storage)}",
             f"  MLflow UI:        {make_tracker(cfg.tracking).ui_command()}",
-            f"  optuna-dashboard: optuna-dashboard {redact(storage)} --host 127.0.0.1 --port 8080",
+            f"  optuna-dashboard: optuna-dashboard {redact(storage)} --artifact-dir {artifact_dir(cfg.paths.runs_dir)}"
+            " --host 127.0.0.1 --port 8080",
+            f"  listen (A/B):     qtts-sweep listen {study_name}",
             f"  again:            qtts-sweep report {study_name}",
             f"  promote the best: qtts-sweep promote {study_name}",
         ]

@@ -61,10 +61,32 @@ def complete_run(result: dict[str, Any], training_run: str | None, steps: dict[i
     }
 
 
-def record_complete(trial, result: dict, tracker: Any, run_id: str | None, training_run: str | None, steps: dict):
+def record_complete(
+    trial, result: dict, tracker: Any, run_id: str | None, training_run: str | None, steps: dict, runs_dir=None
+):
     for key, value in complete_attrs(result).items():
         trial.set_user_attr(key, value)
+    if runs_dir is not None:
+        upload_wavs(trial, Path(result["eval_dir"]), artifact_dir(runs_dir))
     tracker.finish_trial(run_id, "FINISHED", **complete_run(result, training_run, steps))
+
+
+def artifact_dir(runs_dir: str | Path) -> Path:
+    """Optuna's artifact store of every study under runs/ (`optuna-dashboard ... --artifact-dir` this folder)."""
+    return Path(runs_dir) / "optuna-artifacts"
+
+
+def upload_wavs(trial, eval_dir: Path, store_dir: Path) -> list[str]:
+    """Each synthesized wav of a trial as an Optuna artifact (audio/wav), so optuna-dashboard's trial page plays
+    it. Returns the artifact ids."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(store_dir))
+    return [
+        upload_artifact(artifact_store=store, file_path=str(wav), study_or_trial=trial, mimetype="audio/wav")
+        for wav in sorted((eval_dir / "wavs").glob("*.wav"))
+    ]
 
 
 def record_training(trial, key: str | None, trained: list[int], reached: int) -> None:

@@ -16,7 +16,7 @@ from qtts_sweep.config.schema import Config
 from qtts_sweep.evaluate.scoring import CEILING_PREFIX
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.paired import MIN_LINES, PairedDiff, Verdict
-from qtts_sweep.sweep import selection
+from qtts_sweep.sweep import preference, selection
 from qtts_sweep.sweep.recovery import requeued
 from qtts_sweep.sweep.spec import is_training_param
 from qtts_sweep.sweep.storage import load_existing_study
@@ -77,7 +77,9 @@ def format_table(study, k: int = 10) -> str:
     top = shown_trials(study, k, pick)
     names = searched(study)
     columns = REGISTRY.table_keys()  # the metrics declared `table=True`, in registry order
-    head = ["#", "objective"] + names + columns + ["reused", "lines"]  # full dotted names: `lora.r`, not `r`
+    tallies = preference.tally(study)  # blind A/B judgements (qtts-sweep listen), shown beside the objective
+    listened = ["listen W-L-T/n"] if tallies else []
+    head = ["#", "objective"] + listened + names + columns + ["reused", "lines"]  # full dotted names: `lora.r`
     lines = [
         f"study `{study.study_name}`: {len(rows)} trials "
         f"({sum(r['state'] == 'COMPLETE' for r in rows)} complete, "
@@ -97,12 +99,14 @@ def format_table(study, k: int = 10) -> str:
     for r in top:
         mark = "*" if pick and r["number"] == pick[0] else ""
         cells = [f"{mark}{r['number']}", f"{r['value']:.4f}"]
+        cells += [tallies.get(r["number"], preference.Tally()).short()] if tallies else []
         cells += [human(r["params"].get(n)) for n in names]
         cells += [human(r["summary"].get(m)) for m in columns]
         cells += [str(bool(r["reused"])), r["lines"]]
         row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
         lines.append(row + (f"  (warm start: {r['warm_start']})" if r["warm_start"] else ""))
-    lines += ceiling_row(top, len(names), columns, widths)
+    lines += ceiling_row(top, len(names) + len(listened), columns, widths)
+    lines += preference.report_lines(tallies, [r["number"] for r in top])
     lines += lines_row(rows)
     if pick is not None:
         lines.append(f"  promote picks trial {pick[0]}: {pick[1]}")

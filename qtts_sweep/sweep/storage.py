@@ -252,11 +252,11 @@ def make_pruner(spec: SweepSpec):
 
 
 def open_study(spec: SweepSpec, storage: Any):
-    """The sweep's study with its sampler and pruner, created on first use."""
+    """The sweep's study with its sampler, pruner and metric names, created on first use."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=spec.study_name,
         storage=storage,
         sampler=make_sampler(spec),
@@ -264,6 +264,15 @@ def open_study(spec: SweepSpec, storage: Any):
         directions=spec.directions if spec.multi else ["maximize"],
         load_if_exists=True,
     )
+    names = metric_names(spec)
+    if study.metric_names != names:  # dashboards label their axes with these, not "Objective 0"
+        study.set_metric_names(names)
+    return study
+
+
+def metric_names(spec: SweepSpec) -> list[str]:
+    """What each objective value is called in Optuna (and so in optuna-dashboard's plots)."""
+    return list(spec.objectives) if spec.multi else [f"{spec.objective} objective"]
 
 
 class TrialHeartbeat:

@@ -22,6 +22,17 @@ from qtts_sweep.config.schema import TrackingConfig
 from qtts_sweep.util.urls import redact
 
 STUDY_PREFIX = "qtts-study-"
+# MLflow 3.x's UI opens experiments in its GenAI (traces) view. The experiment tag below (values of the UI's
+# ExperimentKind enum: genai_development, custom_model_development, finetuning, ...) marks ours as model training;
+# MLflow 3.17 reads it only where its GenAI / Model-training switch is off. With the switch on (3.17's default) the
+# view is the switch's, default GenAI, and the URL parameter `workflowType=machine_learning` sets it: every MLflow
+# link this project prints carries it (docs/design.md, "Dashboards").
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_PATH = "#/experiments?workflowType=machine_learning"  # the experiment list, in the model-training view
+# How often a trial run samples CPU / memory / disk / network (and GPU when pynvml is importable); MLflow's own
+# default is 10 s. The environment variable MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it.
+SYSTEM_METRICS_INTERVAL_S = 5.0
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:
@@ -97,6 +108,8 @@ class MlflowTracker(NullTracker):
                     exp_id = self.client.get_experiment_by_name(name).experiment_id
             else:
                 exp_id = exp.experiment_id
+            if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             self._experiments[name] = exp_id
         return self._experiments[name]
 
@@ -154,7 +167,32 @@ class MlflowTracker(NullTracker):
             tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self._experiment(STUDY_PREFIX + study), run_name=f"trial-{number}", tags=tags)
         self._log_params(run.info.run_id, {k: str(v) for k, v in params.items()})
+        self._start_system_metrics(run.info.run_id)
         return run.info.run_id
+
+    def _start_system_metrics(self, run_id: str) -> None:
+        """System metrics (`system/*`: CPU, memory, disk, network; GPU with pynvml) on the trial's run while it
+        trains and synthesizes, through MLflow's own monitor (`start_run(log_system_metrics=True)`). Needs psutil;
+        without it nothing is logged. One trial at a time per driver process, so one active fluent run."""
+        import importlib.util
+
+        if importlib.util.find_spec("psutil") is None:
+            return
+        import mlflow
+
+        self._stop_system_metrics(None, "FINISHED")  # a previous trial's, if it was never finished
+        mlflow.set_tracking_uri(self.cfg.tracking_uri)
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+        mlflow.start_run(run_id=run_id, log_system_metrics=True)
+        self._monitored = run_id
+
+    def _stop_system_metrics(self, run_id: str | None, status: str) -> None:
+        import mlflow
+
+        monitored = getattr(self, "_monitored", None)
+        if monitored is not None and run_id in (None, monitored):
+            mlflow.end_run(status)  # stops the monitor (its last samples are logged) and ends the run
+            self._monitored = None
 
     def finish_trial(
         self,
@@ -186,6 +224,7 @@ class MlflowTracker(NullTracker):
             self.client.log_artifacts(run_id, str(Path(artifacts) / "wavs"), artifact_path="wavs")
         if table:
             self.client.log_table(run_id, data=_columns(table), artifact_file="lines.json")
+        self._stop_system_metrics(run_id, status)
         self.client.set_terminated(run_id, status)
 
     def fail_orphans(self, study: str, keep: set[str]) -> int:
@@ -219,10 +258,10 @@ class MlflowTracker(NullTracker):
 
     def ui_command(self) -> str:
         if self.cfg.tracking_uri.startswith(("http://", "https://")):
-            return f"open {redact(self.cfg.tracking_uri)} (switch to 'Model training')"
+            return f"open {redact(self.cfg.tracking_uri).rstrip('/')}/{UI_PATH}"
         return (
             f"mlflow ui --backend-store-uri {redact(self.cfg.tracking_uri)} --host 127.0.0.1 --port 5000"
-            "   # then open http://127.0.0.1:5000 (switch to 'Model training')"
+            f"   # then open http://127.0.0.1:5000/{UI_PATH}"
         )
 
     def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str:
