@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 import yaml
 
+from qtts_sweep.sweep.recovery import enqueue_point
 from qtts_sweep.sweep.report import axis_limits, human, listening_page, marked_trials, plots, shared_color_range
 from qtts_sweep.sweep.spec import load_spec
 
@@ -31,7 +32,7 @@ DISTS = {
 def _study(tmp_path):
     """Trial 0: the enqueued baseline (as a sweep enqueues it); trials 1-2 as the sampler would leave them."""
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
-    study.enqueue_trial({"train.lr": 2e-6, "eval.epoch": 10, "eval.lora_scale": 0.3})
+    enqueue_point(study, {"train.lr": 2e-6, "eval.epoch": 10, "eval.lora_scale": 0.3}, baseline=True)
     study.tell(study.ask(DISTS), 0.2)
     for lr, epoch, scale, value in ((2e-6, 4, 0.6000000000000001, 0.9), (2e-5, 2, 1.0, 0.5)):
         params = {"train.lr": lr, "eval.epoch": epoch, "eval.lora_scale": scale}
