@@ -227,6 +227,24 @@ def printing_to_stderr(sources: dict[str, Source]) -> list[str]:
     return out
 
 
+STORE_LAYOUT_HOME = "qtts_sweep.train"
+STORE_NAMES = ("epoch-", "key.json", "training-log")  # the store's folder and file names (train/store.py)
+
+
+def store_layout_outside(sources: dict[str, Source]) -> list[str]:
+    """Only train/ knows the store's layout: elsewhere a checkpoint is a `CheckpointRef` / `CheckpointStore` call,
+    never a path built from `epoch-<e>` or `key.json` by hand."""
+    out = []
+    for m, s in sources.items():
+        if m == STORE_LAYOUT_HOME or m.startswith(STORE_LAYOUT_HOME + "."):
+            continue
+        for node in ast.walk(s.tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if any(node.value.startswith(n) or f"/{n}" in node.value for n in STORE_NAMES):
+                    out.append(f"{s.path.name}:{node.lineno} spells the store layout ({node.value!r})")
+    return out
+
+
 RULES = {
     "cycles": lambda src: [" -> ".join(c) for c in cycles(internal_edges(src))],
     "layering": layering_violations,
@@ -236,6 +254,7 @@ RULES = {
     "metrics": metrics_reaching_for_the_model,
     "logging": printing_to_stderr,
     "qwen_tts": lambda src: foreign_imports(src, "qwen_tts", QWEN_HOME),
+    "store_layout": store_layout_outside,
 }
 
 
@@ -259,6 +278,7 @@ BREAKS = {
     "optuna": ("production/gc.py", "\ndef f(study):\n    return study.ask()\n"),
     "metrics": ("metrics/objective.py", "\ndef f():\n    from qtts_sweep.model import modeling  # noqa\n"),
     "qwen_tts": ("data/codes.py", "\ndef f():\n    from qwen_tts import Qwen3TTSTokenizer  # noqa\n"),
+    "store_layout": ("production/gc.py", '\ndef f(store, key, e):\n    return store / key / f"epoch-{e}"\n'),
     "logging": ("sweep/report.py", "\ndef f():\n    import sys\n    print('warning: x', file=sys.stderr)\n"),
 }
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.train.store import CheckpointRef, CheckpointStore
 
 
 @dataclass
@@ -49,13 +50,13 @@ def protected(cfg: Config, storages: list[str], keep_top: int) -> tuple[set[Path
     for bundle in Path(cfg.paths.production_dir).glob("*/production.yaml"):
         origin = (yaml.safe_load(bundle.read_text()) or {}).get("origin", {})
         if origin.get("training_key") and origin.get("epoch"):
-            keep.add((store / origin["training_key"] / f"epoch-{origin['epoch']}").resolve())
+            keep.add(CheckpointRef(store, origin["training_key"], int(origin["epoch"])).path.resolve())
     return keep, busy
 
 
 def _epoch_dirs(store: Path) -> list[Path]:
-    """Stored epoch folders (`epoch-<e>`); folders moved aside as corrupt are left for a person to look at."""
-    return sorted(p for p in store.glob("*/epoch-*") if p.name[len("epoch-") :].isdigit())
+    """Stored epoch folders; folders moved aside as corrupt are left for a person to look at."""
+    return [ref.path for ref in CheckpointStore(store).stored()]
 
 
 def collect_garbage(cfg: Config, storages: list[str] | str, keep_top: int = 3, dry_run: bool = False) -> GcResult:

@@ -41,9 +41,16 @@ def _already_promoted(out: Path, study_name: str, trial, ckpt: Path) -> Bundle |
     same = (
         existing.origin.get("study") == study_name
         and existing.origin.get("trial") == trial.number
-        and sha256(existing.adapter) == sha256(ckpt / "adapter.safetensors")
+        and sha256(existing.adapter) == sha256(_adapter_file(ckpt))
     )
     return existing if same else None
+
+
+def _adapter_file(ckpt: Path) -> Path:
+    from qtts_sweep.train.store import CheckpointRef, CheckpointStore
+
+    ref = CheckpointRef.from_path(ckpt)
+    return CheckpointStore(ref.root).adapter_file(ref.key, ref.epoch)
 
 
 def promote(
@@ -68,10 +75,11 @@ def promote(
             out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version"), why,
             existing.metrics.get("stress"), heard,
         )  # fmt: skip
-    from qtts_sweep.train.store import CheckpointStore
+    from qtts_sweep.train.store import CheckpointRef, CheckpointStore
 
     # Checked against its manifest before anything is copied: a damaged adapter must not reach production.
-    CheckpointStore(ckpt.parent.parent).verify(ckpt.parent.name, int(ckpt.name[len("epoch-") :]))
+    ref = CheckpointRef.from_path(ckpt)
+    CheckpointStore(ref.root).verify(ref.key, ref.epoch)
     tcfg = trial_config(cfg, ckpt, trial)
     gate = stress_gate(tcfg, ckpt, cfg.production.stress)  # raises PromotionRefused before anything is written
     test = score_on_test(tcfg, ckpt)

@@ -58,9 +58,9 @@ class SweepOutcome:
 
 def key_material(cfg: Config, key: str) -> dict:
     """The key material the worker stored beside the checkpoints (no data check needed in the driver)."""
-    import json
+    from qtts_sweep.train.store import CheckpointStore
 
-    return json.loads((Path(cfg.paths.store_dir) / key / "key.json").read_text())
+    return CheckpointStore(cfg.paths.store_dir).read_material(key)
 
 
 class SweepDriver:
@@ -376,8 +376,10 @@ class _EpochRelay:
         if self.training_run is None and self.tracker.enabled:
             self.training_run = self.tracker.training_run(key, key_material(self.cfg, key))
         if not reused:
-            store_dir = Path(self.cfg.paths.store_dir) / key / f"epoch-{epoch}"
-            self.tracker.log_training_epoch(self.training_run, epoch, metrics, store_dir)
+            from qtts_sweep.train.store import CheckpointStore
+
+            adapter = CheckpointStore(self.cfg.paths.store_dir).adapter_file(key, epoch)
+            self.tracker.log_training_epoch(self.training_run, epoch, metrics, adapter)
         value = metrics.get("val_loss")
         if not self.prunable or value is None or not math.isfinite(value):
             return False

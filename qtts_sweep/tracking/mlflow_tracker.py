@@ -45,7 +45,7 @@ class NullTracker:
     def training_run(self, key: str, material: dict) -> str | None:
         return None
 
-    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, epoch_dir: Path) -> None:
+    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, adapter: Path | None) -> None:
         pass
 
     def study_parent(self, study: str, description: dict) -> str | None:
@@ -133,7 +133,9 @@ class MlflowTracker(NullTracker):
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
-    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, epoch_dir: Path) -> None:
+    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, adapter: Path | None) -> None:
+        """One epoch's metrics, and its adapter file (given by the store) under the artifact folder of the epoch's
+        checkpoint name."""
         if run_id is None:
             return
         run = self.client.get_run(run_id)
@@ -144,9 +146,8 @@ class MlflowTracker(NullTracker):
 
         now = _now_ms()
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in _finite(metrics).items()])
-        adapter = Path(epoch_dir) / "adapter.safetensors"
-        if adapter.is_file():
-            self.client.log_artifact(run_id, str(adapter), artifact_path=f"epoch-{epoch}")
+        if adapter is not None and Path(adapter).is_file():
+            self.client.log_artifact(run_id, str(adapter), artifact_path=Path(adapter).parent.name)
         self.client.set_tag(run_id, "logged_epochs", json.dumps(sorted(logged | {epoch})))
 
     # --- studies and trials --------------------------------------------------------------------------------

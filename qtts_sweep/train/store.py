@@ -181,6 +181,31 @@ METRICS = "metrics.json"
 TRAINING_LOG = "training-log.jsonl"
 
 
+EPOCH_PREFIX = "epoch-"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One epoch of one training key in a store: the one way code outside train/ names a checkpoint (a trial's
+    `checkpoint` user attribute, a bundle's origin, gc, the tracker). `.path` is its folder."""
+
+    root: Path
+    key: str
+    epoch: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.key / f"{EPOCH_PREFIX}{self.epoch}"
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> CheckpointRef:
+        """The reference of an epoch folder path (`<root>/<key>/epoch-<e>`); ValueError for anything else."""
+        p = Path(path)
+        if not (p.name.startswith(EPOCH_PREFIX) and p.name[len(EPOCH_PREFIX) :].isdigit()):
+            raise ValueError(f"{p} is not a checkpoint folder (<store>/<training key>/{EPOCH_PREFIX}<epoch>)")
+        return cls(p.parent.parent, p.parent.name, int(p.name[len(EPOCH_PREFIX) :]))
+
+
 @dataclass
 class TrainerState:
     """What resuming needs beyond the adapter: optimizer and scheduler `state_dict()`s, the torch RNG state."""
@@ -304,7 +329,26 @@ class CheckpointStore:
         return self.root / key
 
     def epoch_dir(self, key: str, epoch: int) -> Path:
-        return self.key_dir(key) / f"epoch-{epoch}"
+        return CheckpointRef(self.root, key, epoch).path
+
+    def adapter_file(self, key: str, epoch: int) -> Path:
+        return self.epoch_dir(key, epoch) / ADAPTER
+
+    def ref(self, key: str, epoch: int) -> CheckpointRef:
+        return CheckpointRef(self.root, key, epoch)
+
+    def stored(self) -> list[CheckpointRef]:
+        """Every complete or incomplete `epoch-<e>` folder of every key (folders moved aside as corrupt are not
+        listed: they are left for a person to look at)."""
+        out = []
+        for p in sorted(self.root.glob(f"*/{EPOCH_PREFIX}*")) if self.root.is_dir() else []:
+            if p.is_dir() and p.name[len(EPOCH_PREFIX) :].isdigit():
+                out.append(CheckpointRef.from_path(p))
+        return out
+
+    def read_material(self, key: str) -> dict[str, Any]:
+        """What the key hashes (`key.json`, written when the key was first trained)."""
+        return json.loads((self.key_dir(key) / "key.json").read_text(encoding="utf-8"))
 
     def epochs(self, key: str) -> list[int]:
         d = self.key_dir(key)
@@ -312,8 +356,9 @@ class CheckpointStore:
             return []
         found = []
         for p in d.iterdir():
-            if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit() and (p / MANIFEST).is_file():
-                found.append(int(p.name[6:]))
+            n = len(EPOCH_PREFIX)
+            if p.is_dir() and p.name.startswith(EPOCH_PREFIX) and p.name[n:].isdigit() and (p / MANIFEST).is_file():
+                found.append(int(p.name[n:]))
         return sorted(found)
 
     def latest_at_most(self, key: str, epoch: int) -> int | None:
