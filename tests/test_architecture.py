@@ -9,6 +9,7 @@ also run it on a scratch copy of the package with a rule broken on purpose (see 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,68 @@ RULES = {
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_the_package_keeps_the_rule(rule):
     assert RULES[rule](load(PACKAGE)) == []
+
+
+def _doc_line(doc: str, label: str) -> str:
+    """The text after `label` up to the next blank line or line starting with another label."""
+    match = re.search(rf"^{re.escape(label)}(.*?)(?=\n\n|\n[A-Z][a-z ]+: |\Z)", doc, flags=re.S | re.M)
+    assert match, f"no `{label}` line"
+    return match.group(1)
+
+
+def subpackage_docs_mismatch(package: Path) -> list[str]:
+    """Each subpackage's docstring lists its modules (`Modules:`) and the subpackages it imports (`Imports from
+    the package:`); both must match the files and the imports."""
+    sources = load(package)
+    used: dict[str, set[str]] = {}
+    for m, s in sources.items():
+        parts = m.split(".")
+        for target, _, _ in imports(s, set(sources)):
+            if target.startswith(ROOT + ".") and len(parts) > 1 and target.split(".")[1] != parts[1]:
+                used.setdefault(parts[1], set()).add(target.split(".")[1])
+    out = []
+    for init in sorted(package.glob("*/__init__.py")):
+        name = init.parent.name
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        try:
+            listed = set(re.findall(r"`(\w+)`", _doc_line(doc, "Modules:")))
+            said = _doc_line(doc, "Imports from the package:")
+        except AssertionError as exc:
+            out.append(f"{name}/__init__.py: {exc}")
+            continue
+        files = {p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"}
+        if listed != files:
+            out.append(f"{name}/__init__.py lists {sorted(listed)}, the folder has {sorted(files)}")
+        claimed = set(re.findall(r"[a-z_]+", said)) - {"nothing"}
+        if claimed != used.get(name, set()):
+            out.append(f"{name}/__init__.py says it imports {sorted(claimed)}, it imports {sorted(used.get(name, []))}")
+    return out
+
+
+def relative_imports(sources: dict[str, Source]) -> list[str]:
+    """Absolute imports only (the import graph stays greppable): no `from . import x`."""
+    return [
+        f"{s.path.name}:{node.lineno} relative import"
+        for s in sources.values()
+        for node in ast.walk(s.tree)
+        if isinstance(node, ast.ImportFrom) and node.level
+    ]
+
+
+def test_subpackage_docstrings_list_their_modules_and_imports():
+    assert subpackage_docs_mismatch(PACKAGE) == []
+    assert relative_imports(load(PACKAGE)) == []
+
+
+def test_a_stale_module_list_or_a_relative_import_is_caught(tmp_path):
+    copy = tmp_path / "qtts_sweep"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "train" / "newmodule.py").write_text('"""New."""\nfrom . import store  # noqa\n')
+    found = subpackage_docs_mismatch(copy)
+    assert any("train/__init__.py lists" in f for f in found), found
+    assert relative_imports(load(copy)) == ["newmodule.py:2 relative import"]
+    (copy / "train" / "newmodule.py").write_text('"""New."""\nfrom qtts_sweep.sweep import spec  # noqa\n')
+    assert any("train/__init__.py says it imports" in f for f in subpackage_docs_mismatch(copy))
 
 
 def test_every_subpackage_says_what_it_owns():

@@ -2,5 +2,8 @@
 
 Owns: `schema` (dataclasses, `Problem` / `ValidationError`, every value rule), `loader` (Hydra composition, the
 all-problems-at-once validation pass, path resolution). Does not own: what any value does at run time, sweep
-files (`qtts_sweep.sweep.spec`). Imports nothing of the package but `util`.
+files (`qtts_sweep.sweep.spec`).
+
+Modules: `loader`, `model_source`, `schema`.
+Imports from the package: metrics, util.
 """

@@ -16,6 +16,9 @@ Modules, one job each:
 The package owns every metric's definition and how metrics become the objective. It does not own synthesis or
 scoring a checkpoint (qtts_sweep.evaluate), never calls the TTS model, and logs nothing. Importing it, or any of
 its modules, imports neither torch, librosa nor onnxruntime: models load lazily inside their objects.
+
+Modules: `asr`, `audio`, `catalog`, `mos`, `objective`, `paired`, `registry`, `speaker`.
+Imports from the package: nothing.
 """
 
 from __future__ import annotations

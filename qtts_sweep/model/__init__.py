@@ -3,4 +3,7 @@
 Owns: `modeling` (the only module that knows qwen-tts internals), `loss` (the loss training, validation,
 evaluation and benchmarks import), `lora` (inject / reset / scale / save adapter tensors), `tiny` (the tiny preset
 and the real shapes). Does not own: training loops, checkpoints, synthesis batching, metrics.
+
+Modules: `lora`, `loss`, `modeling`, `tiny`.
+Imports from the package: config, util.
 """

@@ -6,4 +6,8 @@ studies (`warm_start`), the simulated search of `bench search` (`simulation`), t
 end-of-sweep report. Does
 not own: what a trial computes (`qtts_sweep.train`, `qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`),
 promotion (`qtts_sweep.production`).
+
+Modules: `driver`, `fidelity`, `hydra_app`, `launch`, `listen`, `preference`, `progress`, `protocol`, `record`,
+`recovery`, `report`, `selection`, `simulation`, `slurm`, `spec`, `storage`, `warm_start`, `worker`.
+Imports from the package: config, data, evaluate, metrics, model, tracking, train, util.
 """

@@ -2,4 +2,7 @@
 
 Owns: `mlflow_tracker` (training runs per key, a parent run per study, a child run per trial, the model registry).
 Does not own: what is computed or decided; it records what it is given.
+
+Modules: `mlflow_tracker`, `server`.
+Imports from the package: config, util.
 """

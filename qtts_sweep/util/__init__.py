@@ -2,4 +2,7 @@
 (`integrity`), URL redaction (`urls`).
 
 Owns no project knowledge; imports nothing of the package, no torch, no Hydra.
+
+Modules: `digests`, `fsio`, `integrity`, `log`, `procs`, `quiet`, `urls`.
+Imports from the package: nothing.
 """
