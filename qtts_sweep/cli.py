@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         quiet.set_verbose(True)
     quiet.setup()
-    from qtts_sweep.config.schema import ValidationError
+    from qtts_sweep.util.problems import ValidationError
 
     try:
         return args.func(args)

@@ -16,9 +16,9 @@ import soundfile as sf
 import soxr
 
 from qtts_sweep.config.loader import load_config
-from qtts_sweep.config.schema import ValidationError
 from qtts_sweep.data.prepare import DataError, prepare_dataset
 from qtts_sweep.data.rows import PreparedRow, read_split, write_split
+from qtts_sweep.util.problems import ValidationError
 from tests.conftest import DEMO_DIR
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from qtts_sweep.config.loader import load_config
-from qtts_sweep.config.schema import ValidationError
 from qtts_sweep.model.tiny import load_shape, published_shape, real_text_tokenizer, shaped_model_config
 from qtts_sweep.tools import dry_run
+from qtts_sweep.util.problems import ValidationError
 
 
 @pytest.mark.parametrize("shape", ["1.7b", "0.6b"])

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from qtts_sweep.config.loader import load_config
-from qtts_sweep.config.schema import ConfigError, ValidationError
+from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep.slurm import check_services, make_executor
+from qtts_sweep.util.problems import ValidationError
 from tests.conftest import CHEAP
 from tests.services import free_port
 

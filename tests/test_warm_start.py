@@ -8,10 +8,11 @@ import dataclasses
 import optuna
 import pytest
 
-from qtts_sweep.config.schema import ConfigError, ValidationError
+from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep.spec import load_spec
 from qtts_sweep.sweep.storage import make_storage, open_study
 from qtts_sweep.sweep.warm_start import ATTR, DONE_ATTR, enqueue_warm_start
+from qtts_sweep.util.problems import ValidationError
 
 DIST = {
     "train.lr": optuna.distributions.CategoricalDistribution([1e-6, 2e-6, 5e-6]),

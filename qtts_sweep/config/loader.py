@@ -26,10 +26,10 @@ from qtts_sweep.config.schema import (
     GROUP_SCHEMAS,
     Config,
     ConfigError,
-    Problem,
     cross_group_problems,
     register_configs,
 )
+from qtts_sweep.util.problems import Problem
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_DIR / "conf"

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import Problem
+from qtts_sweep.util.problems import Problem
 
 # What `Qwen3TTSModel.from_pretrained` reads from a Base model folder (or hub repo): the talker config, the
 # 12 Hz codec in its own sub-folder, and safetensors weights (one file, or shards listed in an index).

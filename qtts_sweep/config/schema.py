@@ -24,29 +24,7 @@ from omegaconf import MISSING
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
 from qtts_sweep.metrics.paired import TIE_BREAK_DEFAULT, TIE_BREAK_RULES
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One config problem: where, what value, which rule, how to fix it."""
-
-    key: str
-    value: Any
-    rule: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"`{self.key}` = {self.value!r}: {self.rule}. Fix: {self.fix}"
-
-
-class ValidationError(ValueError):
-    """Raised with every problem found, never just the first (config, dataset, bundle, ...)."""
-
-    def __init__(self, problems: list[Problem], source: str = "input"):
-        self.problems = list(problems)
-        lines = [f"{len(self.problems)} problem(s) in the {source}:"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+from qtts_sweep.util.problems import Problem, ValidationError
 
 
 class ConfigError(ValidationError):

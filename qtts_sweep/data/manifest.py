@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtts_sweep.config.schema import DataConfig, Problem
+from qtts_sweep.config.schema import DataConfig
+from qtts_sweep.util.problems import Problem
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtts_sweep.config.schema import Config, DataConfig, Problem, ValidationError
+from qtts_sweep.config.schema import Config, DataConfig
 from qtts_sweep.data.audio import TARGET_SR, AudioInfo, inspect_audio, sha256_file, to_24k_mono, write_wav_24k
 from qtts_sweep.data.codes import CodeCache, encode_missing, tokenizer_identity
 from qtts_sweep.data.manifest import Row, read_manifest
@@ -32,6 +32,7 @@ from qtts_sweep.data.rows import PreparedRow, read_split, write_split
 from qtts_sweep.data.speaker_check import SpeakerOutlier, cached_embeddings, speaker_outliers
 from qtts_sweep.data.split import SPLITS, SplitTooSmall, assign_splits
 from qtts_sweep.util.fsio import write_text_atomic
+from qtts_sweep.util.problems import Problem, ValidationError
 
 AUTO = "auto"  # data.ref_audio: pick the reference by auto_reference's rule
 

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtts_sweep.config.schema import Problem, ValidationError
 from qtts_sweep.util.fsio import write_text_atomic
+from qtts_sweep.util.problems import Problem, ValidationError
 
 
 @dataclass(frozen=True)

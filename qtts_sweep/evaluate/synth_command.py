@@ -15,7 +15,7 @@ from qtts_sweep.evaluate.synth import Line
 
 
 def _checkpoint_for(cfg: Config, run: Any, use_base: bool) -> Path | None:
-    from qtts_sweep.config.schema import Problem, ValidationError
+    from qtts_sweep.util.problems import Problem, ValidationError
 
     if use_base:
         return None

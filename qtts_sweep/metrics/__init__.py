@@ -18,7 +18,7 @@ scoring a checkpoint (qtts_sweep.evaluate), never calls the TTS model, and logs 
 its modules, imports neither torch, librosa nor onnxruntime: models load lazily inside their objects.
 
 Modules: `asr`, `audio`, `catalog`, `mos`, `objective`, `paired`, `registry`, `speaker`.
-Imports from the package: nothing.
+Imports from the package: util.
 """
 
 from __future__ import annotations

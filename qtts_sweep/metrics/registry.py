@@ -19,7 +19,9 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, Protocol
+
+from qtts_sweep.util.problems import Problem
 
 Better = Literal["lower", "higher", "one", "zero"]
 # compute(gen, ref, sr) -> value. gen: the generated waveform (mono float); ref: the line's ground truth as
@@ -112,18 +114,6 @@ class Linear:
         return f"clamp(({key} - {self.low:g}) / {self.high - self.low:g}, 0, 1)"
 
 
-class MetricProblem(NamedTuple):
-    """One broken rule, shaped like `config.schema.Problem` (which this leaf package may not import)."""
-
-    key: str
-    value: Any
-    rule: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"`{self.key}` = {self.value!r}: {self.rule}. Fix: {self.fix}"
-
-
 def _bad_number(value: Any) -> bool:
     return isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0
 
@@ -177,26 +167,24 @@ class Metric:
         if problems:
             raise ValueError(f"invalid metric `{self.key}`:\n  - " + "\n  - ".join(map(str, problems)))
 
-    def problems(self) -> list[MetricProblem]:
+    def problems(self) -> list[Problem]:
         out = []
         if not self.key.isidentifier():
-            out.append(MetricProblem("key", self.key, "must be an identifier", "e.g. key='toy_level'"))
+            out.append(Problem("key", self.key, "must be an identifier", "e.g. key='toy_level'"))
         if self.better not in ("lower", "higher", "one", "zero"):
-            out.append(MetricProblem("better", self.better, "must be lower, higher, one or zero", "e.g. 'lower'"))
+            out.append(Problem("better", self.better, "must be lower, higher, one or zero", "e.g. 'lower'"))
         if isinstance(self.worst, bool) or not isinstance(self.worst, int | float) or not math.isfinite(self.worst):
-            out.append(MetricProblem("worst", self.worst, "must be a finite number", "the value of a clear failure"))
+            out.append(Problem("worst", self.worst, "must be a finite number", "the value of a clear failure"))
         if _bad_number(self.weight):
-            out.append(MetricProblem("weight", self.weight, "must be a finite number >= 0", "0 keeps it out"))
+            out.append(Problem("weight", self.weight, "must be a finite number >= 0", "0 keeps it out"))
         if self.weight > 0 and self.goodness is None:
-            out.append(MetricProblem("weight", self.weight, "needs a goodness mapping", "give goodness=..."))
+            out.append(Problem("weight", self.weight, "needs a goodness mapping", "give goodness=..."))
         if self.goodness is not None and self.better not in ("lower", "higher"):
-            out.append(
-                MetricProblem("goodness", self.goodness, "needs better='lower' or 'higher'", "score its *_error")
-            )
+            out.append(Problem("goodness", self.goodness, "needs better='lower' or 'higher'", "score its *_error"))
         if self.limit is not None and (self.better != "lower" or _bad_number(self.limit)):
-            out.append(MetricProblem("limit", self.limit, "needs better='lower' and a finite limit >= 0", "limit=None"))
+            out.append(Problem("limit", self.limit, "needs better='lower' and a finite limit >= 0", "limit=None"))
         if self.compute is not None and not callable(self.compute):
-            out.append(MetricProblem("compute", self.compute, "must be callable", "compute(gen, ref, sr) -> float"))
+            out.append(Problem("compute", self.compute, "must be callable", "compute(gen, ref, sr) -> float"))
         return out
 
     @property
@@ -303,7 +291,7 @@ class Registry:
         blob = "\n".join(sorted(m.identity() for m in self))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def weight_problems(self, weights: Mapping[str, Any]) -> list[MetricProblem]:
+    def weight_problems(self, weights: Mapping[str, Any]) -> list[Problem]:
         """Every unknown key (with a did-you-mean) and invalid value in a {metric key: weight} mapping."""
         return _mapping_problems(
             weights,
@@ -313,7 +301,7 @@ class Registry:
             "0 drops the term",
         )
 
-    def limit_problems(self, limits: Mapping[str, Any]) -> list[MetricProblem]:
+    def limit_problems(self, limits: Mapping[str, Any]) -> list[Problem]:
         """Every unknown name and invalid value in a {`max_<key>`: limit or None} mapping."""
         return _mapping_problems(
             limits,
@@ -327,13 +315,13 @@ class Registry:
 
 def _mapping_problems(
     mapping: Mapping[str, Any], known: list[str], unknown_rule: str, rule: str, fix: str, none_ok: bool = False
-) -> list[MetricProblem]:
+) -> list[Problem]:
     out = []
     for name, value in mapping.items():
         if name not in known:
             near = difflib.get_close_matches(str(name), known, n=1)
             hint = f"did you mean `{near[0]}`?" if near else f"use one of {sorted(known)}"
-            out.append(MetricProblem(str(name), value, unknown_rule, hint))
+            out.append(Problem(str(name), value, unknown_rule, hint))
         elif not (none_ok and value is None) and _bad_number(value):
-            out.append(MetricProblem(str(name), value, rule, f"e.g. {name}=0.5 ({fix})"))
+            out.append(Problem(str(name), value, rule, f"e.g. {name}=0.5 ({fix})"))
     return out

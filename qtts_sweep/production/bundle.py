@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import DecodingConfig, LoraConfig, Problem, ValidationError
+from qtts_sweep.config.schema import DecodingConfig, LoraConfig
 from qtts_sweep.util.fsio import atomic_folder, write_text_atomic
+from qtts_sweep.util.problems import Problem, ValidationError
 
 BUNDLE_FILE = "production.yaml"
 BUNDLE_VERSION = 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtts_sweep.config.schema import Problem
 from qtts_sweep.production.bundle import BUNDLE_FILE, BundleError
+from qtts_sweep.util.problems import Problem
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")
 

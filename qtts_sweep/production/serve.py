@@ -10,8 +10,9 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from qtts_sweep.config.schema import Config, Problem
+from qtts_sweep.config.schema import Config
 from qtts_sweep.production.bundle import Bundle, BundleError, resolve_bundle
+from qtts_sweep.util.problems import Problem
 
 
 def bundle_config(cfg: Config, bundle: Bundle) -> Config:

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from qtts_sweep.config.schema import Problem, StressConfig, ValidationError
+from qtts_sweep.config.schema import StressConfig
+from qtts_sweep.util.problems import Problem, ValidationError
 
 SR = 24000
 BOOTSTRAP = 2000

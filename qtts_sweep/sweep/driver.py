@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import Config, ValidationError
+from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep import record
 from qtts_sweep.sweep.fidelity import LineRelay
 from qtts_sweep.sweep.progress import NullProgress
@@ -38,6 +38,7 @@ from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, sugges
 from qtts_sweep.sweep.storage import TrialHeartbeat, default_storage, make_storage, open_study
 from qtts_sweep.sweep.warm_start import enqueue_warm_start
 from qtts_sweep.sweep.worker import worker_main
+from qtts_sweep.util.problems import ValidationError
 from qtts_sweep.util.urls import redact
 
 

@@ -27,7 +27,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from qtts_sweep.config.schema import Problem
+from qtts_sweep.util.problems import Problem
 
 PRUNER = "wilcoxon"
 

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import ObjectiveConfig, Problem, ValidationError
+from qtts_sweep.config.schema import ObjectiveConfig
 from qtts_sweep.metrics.objective import LineObjective, line_scores
 from qtts_sweep.metrics.paired import Candidate, Verdict, choose
 from qtts_sweep.sweep.fidelity import full_lines
+from qtts_sweep.util.problems import Problem, ValidationError
 
 OBJECTIVE_ATTR = "objective"  # study user attribute: the sweep's `eval.objective` as a dict (driver.prepare)
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import Config, LauncherConfig, Problem, ValidationError
+from qtts_sweep.config.schema import Config, LauncherConfig
 from qtts_sweep.util.log import get_logger
+from qtts_sweep.util.problems import Problem, ValidationError
 from qtts_sweep.util.urls import public_overrides, redact, secret_env
 
 log = get_logger(__name__)

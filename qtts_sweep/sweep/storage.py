@@ -320,7 +320,7 @@ def storage_file(url: str) -> Path | None:
 def open_existing_storage(url: str):
     """The storage at `url` for a command that only reads it; a clear error when its file does not exist, since
     opening it would create an empty one (and gc would then protect no checkpoint)."""
-    from qtts_sweep.config.schema import Problem, ValidationError
+    from qtts_sweep.util.problems import Problem, ValidationError
     from qtts_sweep.util.urls import redact
 
     path = storage_file(url)
@@ -344,7 +344,7 @@ def load_existing_study(study_name: str, url: str):
     that do exist when there is no such study."""
     import optuna
 
-    from qtts_sweep.config.schema import Problem, ValidationError
+    from qtts_sweep.util.problems import Problem, ValidationError
     from qtts_sweep.util.urls import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

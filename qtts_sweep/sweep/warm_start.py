@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from qtts_sweep.config.schema import Problem, ValidationError
 from qtts_sweep.sweep.recovery import enqueue_point
+from qtts_sweep.util.problems import Problem, ValidationError
 
 ATTR = "warm_start"  # trial user attribute: where an enqueued point came from
 DONE_ATTR = "warm_start_enqueued"  # study user attribute: sources already enqueued

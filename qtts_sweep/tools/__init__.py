@@ -3,5 +3,5 @@
 Owns nothing the product needs: nothing in the package imports these modules; they may import anything below.
 
 Modules: `bench`, `bench_search`, `demo`, `dry_run`.
-Imports from the package: config, data, evaluate, model, production, sweep, train.
+Imports from the package: config, data, evaluate, model, production, sweep, train, util.
 """

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.schema import Config, Problem, ValidationError
+from qtts_sweep.config.schema import Config
 from qtts_sweep.data.manifest import read_manifest
 from qtts_sweep.model.tiny import load_shape, published_shape, shape_names
+from qtts_sweep.util.problems import Problem, ValidationError
 
 GIB = 2**30
 FRAME_RATE = 12.5  # codec frames per second
