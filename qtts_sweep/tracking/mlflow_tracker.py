@@ -8,7 +8,7 @@ Layout in the tracking store:
   `optuna_trial_number`) with params, every metric component, the objective, the wavs, a per-line table and
   links to its training run and checkpoint. The Optuna trial holds `mlflow_run_id` (both ways linked).
 
-`NullTracker` has the same methods and does nothing (tracking.backend=none).
+The protocol every caller sees, and the tracker that does nothing (tracking.backend=none), are in `tracker.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import TrackingConfig
+from qtts_sweep.tracking.tracker import NullTracker, Tracker
 from qtts_sweep.util.urls import redact
 
 STUDY_PREFIX = "qtts-study-"
@@ -39,50 +40,11 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(float(v))}
 
 
-class NullTracker:
-    enabled = False
-
-    def training_run(self, key: str, material: dict) -> str | None:
-        return None
-
-    def log_training_epoch(self, run_id: str | None, epoch: int, metrics: dict, adapter: Path | None) -> None:
-        pass
-
-    def study_parent(self, study: str, description: dict) -> str | None:
-        return None
-
-    def start_trial(self, parent: str | None, study: str, number: int, params: dict) -> str | None:
-        return None
-
-    def finish_trial(self, run_id: str | None, status: str, **kwargs: Any) -> None:
-        pass
-
-    def fail_orphans(self, study: str, keep: set[str]) -> int:
-        return 0
-
-    def finish_parent(self, parent: str | None) -> None:
-        pass
-
-    def log_parent_artifacts(self, parent: str | None, folder: Path) -> None:
-        pass
-
-    def log_parent_metrics(self, parent: str | None, metrics: dict[str, float]) -> None:
-        pass
-
-    def ui_command(self) -> str:
-        return "(tracking is off: tracking.backend=none)"
-
-    def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str | None:
-        return None
-
-    def download_bundle(self, uri: str, dst: Path) -> Path:
-        raise ValueError(f"{uri}: tracking is off (tracking.backend=none), the model registry is not available")
-
-
-class MlflowTracker(NullTracker):
+class MlflowTracker:
     """The MLflow side of every record the package keeps: one short method per thing logged (training run,
-    parent run, trial run, registry), over one `MlflowClient`. Long as a class (~180 lines) because it mirrors
-    `NullTracker` method for method; splitting it would scatter the tag/experiment layout documented above."""
+    parent run, trial run, registry), over one `MlflowClient`; implements `tracker.Tracker` (checked by a test).
+    Long as a class (~180 lines) because it covers the Tracker protocol method for method; splitting it would
+    scatter the tag/experiment layout documented above."""
 
     enabled = True
 
@@ -319,5 +281,5 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def make_tracker(cfg: TrackingConfig) -> NullTracker:
+def make_tracker(cfg: TrackingConfig) -> Tracker:
     return MlflowTracker(cfg) if cfg.backend == "mlflow" else NullTracker()
