@@ -62,8 +62,8 @@ def test_session_is_blind_balanced_and_stores_what_was_shown(study, tmp_path):
 def test_metric_names_and_pruned_trials_keep_no_value(tmp_path):
     from qtts_sweep.config.loader import load_config
     from qtts_sweep.sweep.driver import _EpochRelay
+    from qtts_sweep.sweep.search import open_study
     from qtts_sweep.sweep.spec import load_spec
-    from qtts_sweep.sweep.storage import open_study
     from qtts_sweep.tracking.mlflow_tracker import NullTracker
 
     spec = dataclasses.replace(load_spec("tiny"), study_name="named")

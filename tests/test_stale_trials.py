@@ -20,15 +20,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from qtts_sweep.sweep import storage as storage_mod
+from qtts_sweep.sweep import heartbeat
+from qtts_sweep.sweep.heartbeat import TrialHeartbeat
 from qtts_sweep.sweep.recovery import budget_used, enqueue_point, recover_stale, requeued, tag_trial
-from qtts_sweep.sweep.storage import TrialHeartbeat, journal_storage, make_storage
+from qtts_sweep.sweep.storage import journal_storage, make_storage
 
 
 @pytest.fixture
 def short_grace(monkeypatch):
-    monkeypatch.setattr(storage_mod, "GRACE_S", 3.0)
-    monkeypatch.setattr(storage_mod, "HEARTBEAT_S", 0.5)
+    monkeypatch.setattr(heartbeat, "GRACE_S", 3.0)
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_S", 0.5)
     return 3.0
 
 
@@ -79,10 +80,11 @@ def test_a_point_whose_pop_reply_was_lost_still_runs_exactly_once(tmp_path, shor
 DRIVER = textwrap.dedent(
     """
     import sys, time, optuna
-    from qtts_sweep.sweep import storage as storage_mod
-    storage_mod.HEARTBEAT_S = 0.5
+    from qtts_sweep.sweep import heartbeat
+    heartbeat.HEARTBEAT_S = 0.5
     from qtts_sweep.sweep.recovery import tag_trial
-    from qtts_sweep.sweep.storage import TrialHeartbeat, make_storage
+    from qtts_sweep.sweep.heartbeat import TrialHeartbeat
+    from qtts_sweep.sweep.storage import make_storage
     study = optuna.load_study(study_name="s", storage=make_storage(sys.argv[1]))
     trial = study.ask()
     trial.suggest_float("x", 0, 1)

@@ -9,8 +9,8 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep.launch import plan_sweep
 from qtts_sweep.sweep.recovery import budget_used, recover_stale
+from qtts_sweep.sweep.search import make_sampler
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec, overrides_for, suggest
-from qtts_sweep.sweep.storage import make_sampler
 
 SHIPPED = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 

@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 from qtts_sweep.config.schema import ConfigError
+from qtts_sweep.sweep.search import open_study
 from qtts_sweep.sweep.spec import load_spec
-from qtts_sweep.sweep.storage import make_storage, open_study
+from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.sweep.warm_start import ATTR, DONE_ATTR, enqueue_warm_start
 from qtts_sweep.util.problems import ValidationError
 

@@ -1,13 +1,14 @@
 """Sweeps: the only package that drives Optuna's study machinery (create_study, ask, tell, samplers, pruners).
 
 Owns: sweep files (`spec`), the trial loop (`driver`), the worker process and its pipe protocol (`worker`),
-Optuna storage / heartbeats / stale-trial recovery, multi-fidelity over lines (`fidelity`), warm start from earlier
-studies (`warm_start`), the simulated search of `bench search` (`simulation`), the Hydra sweeper entry, and the
-end-of-sweep report. Does
-not own: what a trial computes (`qtts_sweep.train`, `qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`),
-promotion (`qtts_sweep.production`).
+Optuna storage (`storage`), samplers and pruners (`search`), trial heartbeats (`heartbeat`), stale-trial recovery
+and the one re-queue policy (`recovery`), multi-fidelity over lines (`fidelity`), warm start from earlier studies
+(`warm_start`), the simulated search of `bench search` (`simulation`), the Hydra sweeper entry, blind listening
+(`listen`, `preference`), and the end-of-sweep report. Does not own: what a trial computes (`qtts_sweep.train`,
+`qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`), promotion (`qtts_sweep.production`).
 
-Modules: `driver`, `fidelity`, `hydra_app`, `launch`, `listen`, `preference`, `progress`, `protocol`, `record`,
-`recovery`, `report`, `selection`, `simulation`, `slurm`, `spec`, `storage`, `warm_start`, `worker`.
+Modules: `driver`, `fidelity`, `heartbeat`, `hydra_app`, `launch`, `listen`, `preference`, `progress`, `protocol`,
+`record`, `recovery`, `report`, `search`, `selection`, `simulation`, `slurm`, `spec`, `storage`, `warm_start`,
+`worker`.
 Imports from the package: config, data, evaluate, metrics, model, tracking, train, util.
 """

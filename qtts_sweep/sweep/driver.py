@@ -22,6 +22,7 @@ from typing import Any
 from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep import record
 from qtts_sweep.sweep.fidelity import LineRelay
+from qtts_sweep.sweep.heartbeat import TrialHeartbeat
 from qtts_sweep.sweep.progress import NullProgress
 from qtts_sweep.sweep.protocol import TrialRequest, WorkerHandle, crash_plan, death_reason
 from qtts_sweep.sweep.recovery import (
@@ -33,9 +34,10 @@ from qtts_sweep.sweep.recovery import (
     requeue_once,
     tag_trial,
 )
+from qtts_sweep.sweep.search import open_study
 from qtts_sweep.sweep.selection import OBJECTIVE_ATTR, best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
-from qtts_sweep.sweep.storage import TrialHeartbeat, default_storage, make_storage, open_study
+from qtts_sweep.sweep.storage import default_storage, make_storage
 from qtts_sweep.sweep.warm_start import enqueue_warm_start
 from qtts_sweep.sweep.worker import worker_main
 from qtts_sweep.util.problems import ValidationError

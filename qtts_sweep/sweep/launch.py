@@ -215,7 +215,8 @@ def _exit_text(code: int) -> str:
 
 
 def _open_prepared(prepared: Prepared):
-    from qtts_sweep.sweep.storage import make_storage, open_study
+    from qtts_sweep.sweep.search import open_study
+    from qtts_sweep.sweep.storage import make_storage
 
     return open_study(prepared.spec, make_storage(prepared.storage_url))
 

@@ -122,9 +122,9 @@ def recover_stale(study, tracker=None, storage=None) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
-    from qtts_sweep.sweep import storage as storage_mod
+    from qtts_sweep.sweep import heartbeat
 
-    grace = storage_mod.GRACE_S
+    grace = heartbeat.GRACE_S
     outage = getattr(storage, "outage_ended", None)
     heartbeat_judged = outage is None or time.monotonic() - outage > grace
     dead_local, live_local = _local_drivers(study)

@@ -1,31 +1,23 @@
-"""Optuna storage, study creation, samplers, pruners and trial heartbeats.
+"""Where a study is stored: which storage a URL means, riding out a database outage, opening existing studies.
 
-Owns: which storage a URL means (`sqlite:///` and any SQLAlchemy URL -> RDBStorage with heartbeats; `journal:PATH`
--> JournalStorage on a file), how a database server's outage is ridden out (bounded retries, then a clear error),
-how many connections one driver may hold, opening the study with the sweep's sampler and pruner, the heartbeat
-thread of a running trial. Does not own: what a trial does, when to stop (driver), recovering stale trials
-(recovery).
+Owns: URL -> storage (`sqlite:///` and any SQLAlchemy URL -> RDBStorage behind a retrying wrapper; `journal:PATH`
+-> JournalStorage on a file), how a database server's outage is ridden out (bounded retries at one call site,
+then a clear error), how many connections one driver may hold, the default storages under runs/, opening a study
+that must already exist. Does not own: samplers, pruners and creating the study (search.py), trial heartbeats
+(heartbeat.py), what a trial does, when to stop (driver), recovering stale trials (recovery).
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.sweep.spec import SweepSpec
 from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import redact
 
 log = get_logger(__name__)
 
-# Trial heartbeat period, and how long a RUNNING trial of another driver must be silent to be stale (the env
-# variables let the fault tests use seconds instead of tens of seconds). Heartbeats carry the writer's wall
-# time: across nodes keep clocks in sync (NTP) and GRACE_S well above any skew.
-HEARTBEAT_S = float(os.environ.get("QTTS_HEARTBEAT_S", "5"))
-GRACE_S = float(os.environ.get("QTTS_STALE_GRACE_S", "20"))
 # A database server that restarts (PostgreSQL upgrade, failover, a node reboot) drops every connection. Each
 # storage call is retried with exponential backoff for up to STORAGE_RETRY_S, then the driver stops with
 # StorageUnavailable. The delay is capped low so that heartbeats resume within seconds of the server's return
@@ -212,97 +204,6 @@ def _retrying_storage_cls():
     _storage_cls = type("RetryingStorage", (_Retrying, optuna.storages.BaseStorage), body)
     globals()["RetryingStorage"] = _storage_cls  # so pickle finds the class by name
     return _storage_cls
-
-
-def trial_constraints(trial) -> list[float]:
-    """Optuna constraints_func: the violations the driver stored (<= 0 feasible); none yet counts as feasible."""
-    return list(trial.user_attrs.get("constraints", [0.0]))
-
-
-def make_sampler(spec: SweepSpec):
-    import optuna
-
-    kw = dict(spec.sampler_kwargs)
-    if spec.constrained:
-        kw["constraints_func"] = trial_constraints
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.sampler_seed, **kw)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.sampler_seed)
-    if spec.sampler == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=spec.sampler_seed, **kw)
-    grid = {name: p.values() for name, p in spec.space.items()}
-    return optuna.samplers.GridSampler(grid, seed=spec.sampler_seed)
-
-
-def make_pruner(spec: SweepSpec):
-    import optuna
-
-    from qtts_sweep.sweep import fidelity
-
-    kw = dict(spec.pruner_kwargs)
-    return {
-        "none": lambda: optuna.pruners.NopPruner(),
-        "median": lambda: optuna.pruners.MedianPruner(**kw),
-        "percentile": lambda: optuna.pruners.PercentilePruner(**kw),
-        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**kw),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(**kw),
-        "wilcoxon": lambda: fidelity.make_pruner(kw, spec.fidelity),  # per-line chunks (sweep/fidelity.py)
-    }[spec.pruner]()
-
-
-def open_study(spec: SweepSpec, storage: Any):
-    """The sweep's study with its sampler, pruner and metric names, created on first use."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=spec.study_name,
-        storage=storage,
-        sampler=make_sampler(spec),
-        pruner=make_pruner(spec),
-        directions=spec.directions if spec.multi else ["maximize"],
-        load_if_exists=True,
-    )
-    names = metric_names(spec)
-    if study.metric_names != names:  # dashboards label their axes with these, not "Objective 0"
-        study.set_metric_names(names)
-    return study
-
-
-def metric_names(spec: SweepSpec) -> list[str]:
-    """What each objective value is called in Optuna (and so in optuna-dashboard's plots)."""
-    return list(spec.objectives) if spec.multi else [f"{spec.objective} objective"]
-
-
-class TrialHeartbeat:
-    """A running trial's heartbeat: its `heartbeat` user attribute, [beat count, writer's wall time], rewritten
-    every HEARTBEAT_S from a thread through Optuna's public `trial.set_user_attr`. The same mechanism for every
-    storage (Optuna's own heartbeat exists only for RDBStorage and cannot tell a dead driver from one that lost
-    its database for a while: recovery.recover_stale). Stops by itself once the trial is finished."""
-
-    def __init__(self, trial) -> None:
-        self._stop = threading.Event()
-        self._trial = trial
-        self._beats = 0
-        self._beat()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="trial-heartbeat")
-        self._thread.start()
-
-    def _beat(self) -> None:
-        self._beats += 1
-        self._trial.set_user_attr("heartbeat", [self._beats, time.time()])
-
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self._beat()
-            except Exception:  # the trial finished (here or by another driver), or the storage gave up
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=HEARTBEAT_S + 1)
 
 
 def storage_file(url: str) -> Path | None:
