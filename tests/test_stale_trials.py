@@ -118,6 +118,6 @@ def test_a_driver_killed_on_the_journal_storage_has_its_trial_failed_and_requeue
     assert stale == [0] and trials[0].state == TrialState.FAIL
     assert trials[1].state == TrialState.WAITING and trials[1].user_attrs["retry_of"] == 0
     assert trials[1].params == trials[0].params or trials[1].user_attrs["point"] == trials[0].params
-    assert short_grace - 1.0 <= took <= short_grace + 2.0
+    assert short_grace - 1.0 <= took <= short_grace + 8.0  # the grace period, plus polling on a loaded machine
     with capsys.disabled():
         print(f"\njournal storage: a kill -9'd driver's trial was failed and re-queued {took:.1f} s after the kill")
