@@ -11,7 +11,7 @@ import pytest
 from qtts_sweep.config.loader import load_config
 from qtts_sweep.evaluate.scoring import Point, Scorer
 from qtts_sweep.sweep.report import winner_metrics, winner_report
-from qtts_sweep.sweep.selection import select_for_promotion
+from qtts_sweep.sweep.selection import best_summary, select_for_promotion
 from qtts_sweep.train.loop import ensure_epoch
 
 pytestmark = pytest.mark.slow
@@ -74,6 +74,8 @@ def test_promotion_picks_the_rules_choice_and_says_so(near_tie):
     cfg, study = near_tie
     trial, why = select_for_promotion(study, cfg.eval.objective)
     assert trial.number == 1 and "tied within noise" in why
+    # the progress line and the sweep's outcome name the same winner as promote (not the raw best objective)
+    assert best_summary(study)["number"] == trial.number
     # a different written rule gives a different, still documented, choice
     import dataclasses
 

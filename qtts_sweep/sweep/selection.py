@@ -95,10 +95,15 @@ def kept_trials(study, k: int) -> list:
 
 
 def best_summary(study) -> dict[str, Any] | None:
-    """The trial `select_trial` would promote, as plain data (None while no trial completed)."""
+    """The trial `promote` would pick (`select_for_promotion`: the sweep's own objective and tie-break), as plain
+    data (None while no trial completed): the progress line, the sweep's outcome, the report and promote name one
+    winner."""
     if not _complete(study):
         return None
-    best = select_trial(study)
+    if is_multi(study):
+        best = select_trial(study)
+    else:
+        best, _ = select_for_promotion(study, ObjectiveConfig())
     return {
         "number": best.number,
         "values": best.values,
