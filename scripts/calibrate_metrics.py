@@ -1,13 +1,13 @@
 """Calibrate the always-on audio metrics on real speech: clean spread vs failure effect size, as a markdown table.
 
-Usage (from the repo root; needs pocketsphinx-testdata and pysptk, see tests/speech_clips.py):
+Usage (from the repo root; needs pocketsphinx-testdata and pysptk, see tests/helpers/speech_clips.py):
 
     .venv/bin/python scripts/calibrate_metrics.py            # every always-on metric (loads Resemblyzer, DNSMOS)
     .venv/bin/python scripts/calibrate_metrics.py --signal-only   # the signal metrics only (no models, faster)
 
 For every clip (five human recordings, two espeak-ng lines) the clip itself is the ground truth. Its clean
 versions (`clean`: resampling, gain, delay and a noise floor; `vocoded`: a WORLD round trip, a stand-in for a
-codec) and its failures (tests/speech_clips.py `variants`) are scored against it. Each metric is read as a
+codec) and its failures (tests/helpers/speech_clips.py `variants`) are scored against it. Each metric is read as a
 *badness* (higher = worse): the value of an error metric, 1 − similarity to the original for `spk_sim`, and the
 MOS drop from the original for `dnsmos_ovrl`.
 
@@ -60,7 +60,7 @@ def badness_matrix(signal_only: bool) -> tuple[dict, dict]:
     import numpy as np
 
     from qtts_sweep.metrics.audio import analyze_reference, audio_metrics
-    from tests.speech_clips import SR, clean_clips, missing_sources, variants
+    from tests.helpers.speech_clips import SR, clean_clips, missing_sources, variants
 
     missing = missing_sources()
     if missing:

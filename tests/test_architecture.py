@@ -376,3 +376,20 @@ def test_both_trackers_implement_the_tracker_protocol(tmp_path):
         for name in names:
             want = list(inspect.signature(getattr(Tracker, name)).parameters)[1:]
             assert list(inspect.signature(getattr(impl, name)).parameters) == want, (type(impl).__name__, name)
+
+
+def test_test_modules_share_helpers_only_through_tests_helpers():
+    """Shared test code lives in tests/helpers/: no test module imports conftest or another test module."""
+    tests_dir = Path(__file__).resolve().parent
+    bad = []
+    for path in sorted(tests_dir.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = node.module
+                if (
+                    mod == "tests.conftest"
+                    or mod.startswith("tests.test_")
+                    or (mod == "tests" and any(a.name.startswith("test_") or a.name == "conftest" for a in node.names))
+                ):
+                    bad.append(f"{path.relative_to(tests_dir)}:{node.lineno} imports {mod}")
+    assert bad == []

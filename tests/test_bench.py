@@ -9,7 +9,7 @@ import re
 import pytest
 
 from qtts_sweep.tools import bench
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 pytestmark = pytest.mark.slow
 

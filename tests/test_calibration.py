@@ -12,8 +12,8 @@ import pytest
 from qtts_sweep.metrics.audio import TEMPO_MIN_SPEECH_S, analyze_reference
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import ObjectiveWeights, composite_score
-from tests.conftest import PROJECT_DIR
-from tests.speech_clips import SR, clean_clips, missing_sources
+from tests.helpers.speech_clips import SR, clean_clips, missing_sources
+from tests.helpers.sweeps import PROJECT_DIR
 
 
 def _script():

@@ -15,7 +15,7 @@ import pytest
 from qtts_sweep.config.loader import load_config
 from qtts_sweep.config.model_source import hub_error, hub_error_message
 from qtts_sweep.config.schema import ConfigError
-from tests.conftest import PROJECT_DIR
+from tests.helpers.sweeps import PROJECT_DIR
 
 HUB_ID = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 

@@ -19,7 +19,7 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.data.prepare import DataError, prepare_dataset
 from qtts_sweep.data.rows import PreparedRow, read_split, write_split
 from qtts_sweep.util.problems import ValidationError
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 
 def _speech(i: int) -> tuple[np.ndarray, int]:

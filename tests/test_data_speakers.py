@@ -15,9 +15,9 @@ import soundfile as sf
 
 from qtts_sweep.config.loader import load_config
 from qtts_sweep.data.prepare import DataError, format_summary, prepare_dataset
-from tests.conftest import DEMO_DIR
-from tests.speech_clips import POCKETSPHINX_DATA, missing_sources, pysptk_arctic, read_clip
-from tests.system_deps import require_sources
+from tests.helpers.speech_clips import POCKETSPHINX_DATA, missing_sources, pysptk_arctic, read_clip
+from tests.helpers.sweeps import DEMO_DIR
+from tests.helpers.system_deps import require_sources
 
 N_DEMO = 15
 

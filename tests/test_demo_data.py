@@ -9,8 +9,8 @@ import sys
 import pytest
 import soundfile as sf
 
-from tests.conftest import DEMO_DIR, PROJECT_DIR
-from tests.system_deps import require_commands
+from tests.helpers.sweeps import DEMO_DIR, PROJECT_DIR
+from tests.helpers.system_deps import require_commands
 
 
 def _rows():

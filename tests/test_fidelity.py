@@ -13,7 +13,7 @@ from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep import selection
 from qtts_sweep.sweep.fidelity import Fidelity, LineRelay, chunk_ends, make_pruner
 from qtts_sweep.sweep.spec import load_spec
-from tests.conftest import tiny_sweep
+from tests.helpers.sweeps import tiny_sweep
 
 SCALE = optuna.distributions.FloatDistribution(0.0, 1.0)
 

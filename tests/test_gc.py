@@ -10,7 +10,7 @@ import pytest
 from qtts_sweep.production.gc import collect_garbage
 from qtts_sweep.production.promote import promote
 from qtts_sweep.sweep.selection import kept_trials
-from tests.conftest import tiny_sweep
+from tests.helpers.sweeps import tiny_sweep
 
 pytestmark = pytest.mark.slow
 

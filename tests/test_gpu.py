@@ -16,7 +16,7 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.evaluate.synth import Line, Synthesizer
 from qtts_sweep.model import modeling
 from qtts_sweep.train.loop import ensure_epoch
-from tests.conftest import DEMO_DIR, tiny_sweep
+from tests.helpers.sweeps import DEMO_DIR, tiny_sweep
 
 pytestmark = [
     pytest.mark.gpu,

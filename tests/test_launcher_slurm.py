@@ -17,19 +17,10 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep.slurm import check_services, make_executor
 from qtts_sweep.util.problems import ValidationError
-from tests.conftest import CHEAP
-from tests.services import free_port
+from tests.helpers.services import free_port
+from tests.helpers.sweeps import CHEAP, two_trial_sweep
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-
-
-def two_trial_sweep(folder: Path) -> Path:
-    """sweeps/tiny.yaml with a budget of 2 (the cheapest sweep that two drivers share)."""
-    text = (SWEEPS / "tiny.yaml").read_text().replace("n_trials: 12", "n_trials: 2")
-    assert "n_trials: 2" in text
-    path = folder / "tiny2.yaml"
-    path.write_text(text)
-    return path
 
 
 def study_states(storage_url: str, study: str = "tiny") -> list[str]:

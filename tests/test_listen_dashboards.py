@@ -18,9 +18,9 @@ from qtts_sweep.sweep import listen, preference
 from qtts_sweep.sweep.report import format_table
 from qtts_sweep.sweep.storage import load_existing_study
 from qtts_sweep.tracking.mlflow_tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, STUDY_PREFIX, UI_PATH
-from tests import browser
-from tests.conftest import tiny_sweep
-from tests.system_deps import require_commands
+from tests.helpers import browser
+from tests.helpers.sweeps import tiny_sweep
+from tests.helpers.system_deps import require_commands
 
 pytestmark = pytest.mark.slow
 

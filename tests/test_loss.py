@@ -8,7 +8,7 @@ import torch
 
 from qtts_sweep.model import modeling
 from qtts_sweep.model.loss import CORRECT, Example, LossVariant, align, compute_loss
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 TEXT = "Hello there, general."
 

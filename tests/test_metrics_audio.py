@@ -1,7 +1,7 @@
 """Audio, speaker and MOS metrics on real speech: each metric moves on the failure it is meant to catch.
 
 Clean clips: five human recordings (LibriVox x2, CMU ARCTIC, two pocketsphinx test speakers) and two espeak-ng
-demo lines (`tests/speech_clips.py` says where each comes from). Every failure is made from the clip itself:
+demo lines (`tests/helpers/speech_clips.py` says where each comes from). Every failure is made from the clip itself:
 
 - stretch_1.3x: librosa phase-vocoder time stretch, 1.3x faster (the double-shift symptom).
 - accelerate: thirds stretched at 1.0, 1.25, 1.5 and concatenated (speed-up within the line).
@@ -32,8 +32,7 @@ import numpy as np
 import pytest
 
 from qtts_sweep.metrics.audio import METRICS, analyze_reference, audio_metrics
-from tests.conftest import DEMO_DIR
-from tests.speech_clips import (
+from tests.helpers.speech_clips import (
     SEED,
     SR,
     Clip,
@@ -44,7 +43,8 @@ from tests.speech_clips import (
     stretch,
     variants,
 )
-from tests.system_deps import require_sources
+from tests.helpers.sweeps import DEMO_DIR
+from tests.helpers.system_deps import require_sources
 
 CLEAN = ("clean", "vocoded")
 # What each metric is meant to catch (asserted); every other pair is printed only.

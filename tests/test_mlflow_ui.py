@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,8 +11,9 @@ import urllib.request
 import pytest
 
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
-from tests.conftest import tiny_sweep
-from tests.system_deps import require_commands
+from tests.helpers.browser import browser as new_browser
+from tests.helpers.sweeps import tiny_sweep
+from tests.helpers.system_deps import require_commands
 
 pytestmark = pytest.mark.slow
 
@@ -84,28 +84,6 @@ def server(tmp_path, tiny_model_dir):
         proc.wait(timeout=30)
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-
-
 def test_trial_runs_show_and_a_wav_artifact_plays(server, tmp_path):
     from mlflow import MlflowClient
     from selenium.webdriver.support.ui import WebDriverWait
@@ -115,7 +93,7 @@ def test_trial_runs_show_and_a_wav_artifact_plays(server, tmp_path):
     exp = client.get_experiment_by_name(STUDY_PREFIX + "tiny")
     run = client.search_runs([exp.experiment_id], "tags.qtts_role = 'trial' and attributes.status = 'FINISHED'")[0]
     wav = [a.path for a in client.list_artifacts(run.info.run_id, "wavs")][0]
-    browser = _browser()
+    browser = new_browser()
     try:
         browser.get(f"{url}/#/experiments/{exp.experiment_id}/runs")
         # trial runs are children of the study's parent run: expand it in the runs table

@@ -20,7 +20,7 @@ from qtts_sweep.production.export import export_merged
 from qtts_sweep.production.promote import promote
 from qtts_sweep.production.serve import bundle_synthesizer
 from qtts_sweep.sweep.selection import SelectionError
-from tests.conftest import tiny_sweep
+from tests.helpers.sweeps import tiny_sweep
 
 pytestmark = pytest.mark.slow
 

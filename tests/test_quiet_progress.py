@@ -16,7 +16,7 @@ import yaml
 
 from qtts_sweep.sweep.progress import SweepProgress, format_duration
 from qtts_sweep.util import quiet
-from tests.conftest import CHEAP, PROJECT_DIR
+from tests.helpers.sweeps import CHEAP, PROJECT_DIR
 
 BANNERS = ("Warning", "********", "SoX could not be found", "sox: not found", "Traceback", "pad_token_id")
 

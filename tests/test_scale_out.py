@@ -23,7 +23,7 @@ from qtts_sweep.sweep.storage import journal_storage, load_existing_study
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import CheckpointStore
-from tests.conftest import CHEAP
+from tests.helpers.sweeps import CHEAP
 
 pytestmark = pytest.mark.slow
 

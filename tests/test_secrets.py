@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import CHEAP, PROJECT_DIR
-from tests.test_launcher_slurm import two_trial_sweep
+from tests.helpers.sweeps import CHEAP, PROJECT_DIR, two_trial_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 period never fails a live driver's trial; a trial whose pop reply was lost still runs its point exactly once; a
 driver killed with -9 on the journal storage (no Optuna heartbeat) has its trial failed and re-queued.
 
-Real parts: PostgreSQL (tests/services.py) restarted for real, Optuna's journal file, real processes killed with
+Real parts: PostgreSQL (tests/helpers/services.py) restarted for real, Optuna's journal file, real processes killed with
 SIGKILL. A "driver" here is the study side of `SweepDriver` (ask, tag, heartbeat, tell, recover_stale) without
 a model: what is under test is the study protocol, which is the same whatever a trial computes.
 """

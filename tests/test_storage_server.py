@@ -9,7 +9,7 @@ import time
 import pytest
 
 from qtts_sweep.sweep.storage import POOL, StorageUnavailable, make_storage
-from tests.conftest import tiny_sweep
+from tests.helpers.sweeps import tiny_sweep
 
 
 def _study(storage, name: str):

@@ -25,7 +25,7 @@ from qtts_sweep.train.store import (
     read_speaker_embedding,
 )
 from qtts_sweep.util.integrity import MANIFEST, sha256_bytes
-from tests.conftest import CHEAP
+from tests.helpers.sweeps import CHEAP
 
 FAST = [
     "model=tiny",

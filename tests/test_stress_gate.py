@@ -12,7 +12,7 @@ import pytest
 
 from qtts_sweep.config.schema import StressConfig
 from qtts_sweep.production import stress
-from tests.conftest import DEMO_DIR, PROJECT_DIR
+from tests.helpers.sweeps import DEMO_DIR, PROJECT_DIR
 
 STRESS_FILE = PROJECT_DIR / "data" / "stress" / "lines.txt"
 N_LINES = 8

@@ -20,7 +20,7 @@ from qtts_sweep.sweep.report import format_table, objective_figure, plots, train
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
 from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
-from tests.conftest import CHEAP, tiny_sweep
+from tests.helpers.sweeps import CHEAP, tiny_sweep
 
 pytestmark = pytest.mark.slow
 

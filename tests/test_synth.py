@@ -12,7 +12,7 @@ from qtts_sweep.config.loader import load_config
 from qtts_sweep.evaluate.synth import Line, Synthesizer, batch_seed, decoding_kwargs, max_new_tokens_for
 from qtts_sweep.model import modeling
 from qtts_sweep.train.loop import ensure_epoch
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 FAST = [
     "model=tiny",

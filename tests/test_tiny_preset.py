@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qtts_sweep.model.tiny import build_tiny_model, folder_digest
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 
 def test_same_seed_gives_a_byte_identical_folder(tiny_model_dir, tmp_path):

@@ -192,11 +192,11 @@ def codec_ceiling(cfg: Config, synth: Synthesizer, suite: MetricSuite, lines: li
     return Ceiling(key, final, rows, summary)
 
 
-def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
-    """The cached codec ceiling of `key`, or None when there is none. Like every store entry it is checked
-    against its manifest; a damaged one (or one from before manifests) is moved aside (reported on stderr) and
+def _load_entry(runs_dir: str, key: str, what: str, build: Any) -> Any | None:
+    """A cached entry (`runs/evals/<key>/`: wavs + result.json under a manifest) read back with `build(folder,
+    result)`, or None when there is none. Like every store entry it is checked against its manifest; a damaged one
+    (or one from before manifests, or one whose result.json lacks what `build` reads) is moved aside (logged) and
     None is returned, so the caller recomputes it."""
-
     from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
 
     d = Path(runs_dir) / "evals" / key
@@ -205,18 +205,22 @@ def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
     try:
         verify_folder(d)
         try:
-            p = json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8"))
-            ceiling = Ceiling(key, d, p["per_line"], p["summary"])
-            missing = [row["wav"] for row in ceiling.per_line if not (d / row["wav"]).is_file()]
+            entry = build(d, json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptEntry(d / RESULT_FILE, f"is not a codec ceiling ({exc!r})") from exc
+            raise CorruptEntry(d / RESULT_FILE, f"is not {what} ({exc!r})") from exc
+        missing = [row["wav"] for row in entry.per_line if not (d / row["wav"]).is_file()]
         if missing:
             raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
     except CorruptEntry as exc:
         moved = quarantine(exc, d)
-        log.warning(f"cached codec ceiling {moved}; it is recomputed. Fix: none needed")
+        log.warning(f"cached {what.removeprefix('a ').removeprefix('an ')} {moved}; it is recomputed. Fix: none needed")
         return None
-    return ceiling
+    return entry
+
+
+def load_ceiling(runs_dir: str, key: str) -> Ceiling | None:
+    """The cached codec ceiling of `key` (see `_load_entry`), or None."""
+    return _load_entry(runs_dir, key, "a codec ceiling", lambda d, p: Ceiling(key, d, p["per_line"], p["summary"]))
 
 
 def _write_result(final: Path, rows: list[dict], wavs: list[Any], payload: dict) -> None:
@@ -236,32 +240,14 @@ def _write_result(final: Path, rows: list[dict], wavs: list[Any], payload: dict)
 
 
 def load_cached(runs_dir: str, key: str) -> EvalResult | None:
-    """The cached result of `key`, or None when there is none. An entry whose files fail their manifest check,
-    or whose result.json lacks what a result holds, is moved aside (reported on stderr) and None is returned, so
-    the caller recomputes it."""
+    """The cached evaluation result of `key` (see `_load_entry`), or None."""
 
-    from qtts_sweep.util.integrity import CorruptEntry, quarantine, verified_bytes, verify_folder
+    def build(d: Path, p: dict) -> EvalResult:
+        return EvalResult(
+            key, d, p["per_line"], p["summary"], p["objective"], True, p["backends"], ceiling=p.get("ceiling")
+        )
 
-    d = Path(runs_dir) / "evals" / key
-    if not d.is_dir():
-        return None
-    try:
-        verify_folder(d)
-        try:
-            p = json.loads(verified_bytes(d, RESULT_FILE).decode("utf-8"))
-            result = EvalResult(
-                key, d, p["per_line"], p["summary"], p["objective"], True, p["backends"], ceiling=p.get("ceiling")
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptEntry(d / RESULT_FILE, f"is not an evaluation result ({exc!r})") from exc
-        missing = [row["wav"] for row in result.per_line if not (d / row["wav"]).is_file()]
-        if missing:
-            raise CorruptEntry(d / missing[0], "is missing (listed in result.json, not in the manifest)")
-    except CorruptEntry as exc:
-        moved = quarantine(exc, d)
-        log.warning(f"cached evaluation {moved}; it is recomputed. Fix: none needed")
-        return None
-    return result
+    return _load_entry(runs_dir, key, "an evaluation result", build)
 
 
 def _score_rows(synthesized: list[Synthesized], tf: dict, suite: MetricSuite, target: Any) -> list[dict]:

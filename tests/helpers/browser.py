@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"  # README screenshots, rewritten by the tests
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"  # README screenshots, rewritten by the tests
 
 FLAGS = (
     "--headless=new",

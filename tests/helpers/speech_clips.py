@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import DEMO_DIR
+from tests.helpers.sweeps import DEMO_DIR
 
 SR = 24000  # the Qwen3-TTS codec rate: metrics see 24 kHz audio
 POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")  # Debian pocketsphinx-testdata's install path

@@ -21,6 +21,6 @@ def require_commands(*commands: str) -> None:
 
 
 def require_sources(missing: list[str]) -> None:
-    """Fail the calling test with the list of missing data sources (from tests/speech_clips.py) and the fix."""
+    """Fail the calling test with the list of missing data sources (from tests/helpers/speech_clips.py) and the fix."""
     if missing:
         pytest.fail("speech clip sources not installed: " + "; ".join(missing) + f"; fix: {FIX}", pytrace=False)

@@ -1,0 +1,39 @@
+"""Where the project's test data is, the cheap trial settings, and small sweeps on the tiny preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+DEMO_DIR = PROJECT_DIR / "data" / "demo"
+# Cheap sweep trials on the tiny preset: two optimizer steps per epoch, two short val lines, no MOS model.
+CHEAP = [
+    "train.max_steps_per_epoch=2",
+    "eval.max_lines=2",
+    "eval.batch_size=2",
+    "eval.decoding.frames_per_char=0.3",
+    "eval.decoding.min_frames=6",
+    "eval.metrics.mos=none",
+]
+
+
+def tiny_sweep(tmp, tiny_model_dir, name: str = "tiny", n_trials: int = 4, extra=(), log=None, **spec_changes):
+    """A SweepDriver for `sweeps/<name>.yaml` on the tiny preset, writing under `tmp`."""
+    import dataclasses
+
+    from qtts_sweep.config.loader import load_config
+    from qtts_sweep.sweep.driver import SweepDriver
+    from qtts_sweep.sweep.spec import load_spec
+
+    spec = dataclasses.replace(load_spec(name), n_trials=n_trials, **spec_changes)
+    base = [*CHEAP, f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}", *extra]
+    return SweepDriver(spec, lambda ov: load_config(ov), base, log=log or (lambda m: None))
+
+
+def two_trial_sweep(folder: Path) -> Path:
+    """sweeps/tiny.yaml with a budget of 2 (the cheapest sweep that two drivers share)."""
+    text = (PROJECT_DIR / "sweeps" / "tiny.yaml").read_text().replace("n_trials: 12", "n_trials: 2")
+    assert "n_trials: 2" in text
+    path = folder / "tiny2.yaml"
+    path.write_text(text)
+    return path
