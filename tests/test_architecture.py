@@ -246,6 +246,35 @@ def store_layout_outside(sources: dict[str, Source]) -> list[str]:
     return out
 
 
+# Optuna internals the package once reached for (retries by overriding RDBStorage's private methods, the trial's
+# storage id for heartbeats, the enqueued point in system_attrs): public API only, in sweep/ too.
+OPTUNA_PRIVATE = {
+    "_trial_id",
+    "_storage",
+    "_get_stale_trial_ids",
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
+    "system_attrs",
+    "fixed_params",
+    "record_heartbeat",
+}
+
+
+def optuna_private_anywhere(sources: dict[str, Source]) -> list[str]:
+    out = []
+    for s in sources.values():
+        for node in ast.walk(s.tree):
+            if isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE:
+                out.append(f"{s.path.name}:{node.lineno} uses .{node.attr}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                words = set(re.findall(r"[A-Za-z_]+", node.value))
+                if words & OPTUNA_PRIVATE and not node.value.startswith(("A ", "The ", "`")):
+                    out.append(f"{s.path.name}:{node.lineno} names {sorted(words & OPTUNA_PRIVATE)} in a string")
+    return out
+
+
 RULES = {
     "cycles": lambda src: [" -> ".join(c) for c in cycles(internal_edges(src))],
     "layering": layering_violations,
@@ -256,6 +285,7 @@ RULES = {
     "logging": printing_to_stderr,
     "qwen_tts": lambda src: foreign_imports(src, "qwen_tts", QWEN_HOME),
     "store_layout": store_layout_outside,
+    "optuna_private": optuna_private_anywhere,
 }
 
 
@@ -341,6 +371,7 @@ BREAKS = {
     "optuna": ("production/gc.py", "\ndef f(study):\n    return study.ask()\n"),
     "metrics": ("metrics/objective.py", "\ndef f():\n    from qtts_sweep.model import modeling  # noqa\n"),
     "qwen_tts": ("data/codes.py", "\ndef f():\n    from qwen_tts import Qwen3TTSTokenizer  # noqa\n"),
+    "optuna_private": ("sweep/storage.py", "\ndef f(trial):\n    return trial._trial_id\n"),
     "store_layout": ("production/gc.py", '\ndef f(store, key, e):\n    return store / key / f"epoch-{e}"\n'),
     "logging": ("sweep/report.py", "\ndef f():\n    import sys\n    print('warning: x', file=sys.stderr)\n"),
 }

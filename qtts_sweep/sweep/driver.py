@@ -99,7 +99,7 @@ class SweepDriver:
         self._crash = crash_plan()
         self._trials_run: list[int] = []
         self._study = None
-        self._storage = None
+        self._study_storage = None
         self._parent: str | None = None
         self._stopped: str | None = None  # why the loop stopped early (failure cap)
         self._base_eval_result: tuple[str | None, float] = (None, 0.0)
@@ -145,7 +145,7 @@ class SweepDriver:
         if not join:
             self.prepare()
         storage, study, tracker = self._open()
-        self._study, self._storage = study, storage
+        self._study, self._study_storage = study, storage
         self.progress.attach(study)
         register_driver(study)
         parent = self._parent = tracker.study_parent(self.spec.study_name, {})
@@ -180,7 +180,7 @@ class SweepDriver:
         """
         from optuna.trial import TrialState
 
-        recover_stale(study, tracker, self._storage)
+        recover_stale(study, tracker, self._study_storage)
         if self._stopped:
             return True
         if _grid_exhausted(study):
