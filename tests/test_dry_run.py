@@ -95,5 +95,79 @@ def test_the_dry_run_path_runs_the_package_end_to_end_on_the_tiny_preset(tmp_pat
     one, two = [p for p in plan.points if p.positions == plan.longest_positions]
     assert two.saved_bytes == pytest.approx(2 * one.saved_bytes, rel=0.05)  # activations scale with the batch
     assert plan.optim_bytes == pytest.approx(2 * plan.lora_bytes, rel=0.01)  # AdamW: two moments per parameter
+    assert 0 < one.fp32_bytes < one.saved_bytes  # LoRA inputs and norms are counted at 4 bytes, the rest at 2
+    assert plan.eval is not None and plan.eval.batch == dcfg.eval.batch_size and plan.eval.kv_bytes > 0
+    assert plan.eval.positions > held["longest"]["tokens"] + dry_run.PROMPT_ROWS  # room for max_new_tokens frames
     text = "\n".join(dry_run.format_plan(plan, held["longest"]))
-    assert "largest batch that fits" in text and "24 GB" in text
+    assert "largest training batch whose worker peak fits" in text and "24 GB" in text and "eval (batch" in text
+
+
+def test_activation_bytes_count_fp32_kept_tensors_at_4_bytes():
+    # 1000 elements saved in bf16 matmuls, 300 inside LoRA adapters (peft keeps them fp32), 200 in norms (upcast)
+    assert dry_run.activation_bytes({"bf16": 1000, "fp32_kept": 500}) == 1000 * 2 + 500 * 4
+    with pytest.raises(ValueError, match="unknown activation kind"):
+        dry_run.activation_bytes({"fp16": 1})
+
+
+def test_fp32_kept_modules_are_lora_adapters_and_norms():
+    names = {
+        "talker.model.layers.0.self_attn.q_proj.lora_A.default": True,
+        "talker.model.layers.0.self_attn.q_proj.lora_B.default": True,
+        "talker.model.layers.0.self_attn.q_proj.lora_dropout.default": True,
+        "talker.model.layers.0.self_attn.q_proj.base_layer": False,
+        "talker.model.layers.0.mlp.down_proj": False,
+    }
+    for name, kept in names.items():
+        assert dry_run.keeps_fp32(name, "Linear") is kept, name
+    assert dry_run.keeps_fp32("talker.model.layers.0.input_layernorm", "Qwen3TTSRMSNorm")
+    assert dry_run.keeps_fp32("talker.model.norm", "LayerNorm")
+
+
+def test_kv_cache_bytes_of_the_published_talker():
+    # 1.7B talker: 28 layers x 8 kv heads x 128 dims, K and V, bf16; code predictor 5 layers, 17 positions per frame
+    shape = load_shape("1.7b")
+    kv = dry_run.kv_cache_bytes(shape["talker"], positions=1000, batch=4)
+    assert kv == 2 * 28 * 8 * 128 * 1000 * 4 * 2 == 458_752_000
+
+
+def _plan(**kw):
+    point = dry_run.ActPoint
+    base = dict(
+        weights_bytes=4 * 10**9,
+        codec_bytes=3 * 10**8,
+        lora_bytes=10**8,
+        grad_bytes=10**8,
+        optim_bytes=2 * 10**8,
+        points=[point(1, 50, 1 * 10**9), point(1, 100, 2 * 10**9), point(2, 100, 4 * 10**9)],
+        longest_positions=100,
+    )
+    return dry_run.MemoryPlan(**(base | kw))
+
+
+def test_the_eval_phase_counts_weights_lora_kv_cache_decode_and_speaker_encoder():
+    ev = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
+    plan = _plan(eval=ev)
+    # eval holds weights + codec + LoRA (no gradients, no optimizer state) + KV cache + measured extras
+    assert plan.eval_total() == 4e9 + 3e8 + 1e8 + 6e9
+    assert plan.peak(1) == max(plan.estimate(1), plan.eval_total()) == 10.4e9
+    assert plan.largest_batch(24) >= 1 and plan.largest_batch(8) == 0  # eval alone does not fit 8 GB less reserve
+    ev2 = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=10**9, speaker_bytes=10**8)
+    assert _plan(eval=ev2).eval_total() == pytest.approx(10.4e9 + 1.1e9)
+
+
+def test_the_plan_says_which_terms_are_measured_and_which_assumed():
+    ev = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
+    lines = dry_run.format_plan(_plan(eval=ev), {"id": "x", "seconds": 7.0, "frames": 88, "tokens": 2})
+    text = "\n".join(lines)
+    for term, basis in [
+        ("weights", "counted"),
+        ("AdamW state", "measured"),
+        ("activations", "measured"),
+        ("KV cache", "computed"),
+        ("codec decode", "not measured"),
+        ("speaker encoder", "not measured"),
+        ("reserve", "assumed"),
+    ]:
+        line = next((x for x in lines if x.strip().startswith(term)), None)
+        assert line is not None and basis in line, (term, basis, text)
+    assert "eval (batch 4" in text and "peak" in text

@@ -114,7 +114,8 @@ def _rss_peak() -> int:
 
 @dataclass
 class ActPoint:
-    """One measured training step: batch, talker positions per line, saved-for-backward bytes (bf16-equivalent),
+    """One measured training step: batch, talker positions per line, saved-for-backward bytes (as a bf16 run holds
+    them: `activation_bytes`),
     CUDA peak above the resident state (None on CPU), step seconds (None when forward only)."""
 
     batch: int
@@ -122,6 +123,51 @@ class ActPoint:
     saved_bytes: int
     cuda_peak_delta: int | None = None
     seconds: float | None = None
+    fp32_bytes: int = 0  # the part of saved_bytes kept in fp32 (inside LoRA adapters and norms)
+
+
+# Bytes per element of a saved activation in a bf16 run: most tensors are bf16; peft keeps each adapter in fp32
+# and casts its input to the adapter's dtype (lora_dropout / lora_A / lora_B save fp32 tensors), and RMSNorm
+# upcasts its input to fp32 before the variance. On a CPU run in fp32 everything is fp32, so the kind is decided
+# by the module a tensor is saved in (`keeps_fp32`), not by the tensor's own dtype.
+ACT_BYTES = {"bf16": 2, "fp32_kept": 4}
+FP32_MODULE_PARTS = ("lora_A", "lora_B", "lora_dropout")
+
+
+def keeps_fp32(module_name: str, class_name: str) -> bool:
+    """Whether tensors saved inside this module stay fp32 in a bf16 run: peft's adapter parts and norms."""
+    parts = module_name.split(".")
+    return any(p in FP32_MODULE_PARTS for p in parts) or "Norm" in class_name
+
+
+def activation_bytes(numel_by_kind: dict[str, int]) -> int:
+    """Bytes of saved activations in a bf16 run, from element counts per kind (ACT_BYTES)."""
+    unknown = set(numel_by_kind) - set(ACT_BYTES)
+    if unknown:
+        raise ValueError(f"unknown activation kind {sorted(unknown)}; known: {sorted(ACT_BYTES)}")
+    return sum(n * ACT_BYTES[k] for k, n in numel_by_kind.items())
+
+
+def kv_cache_bytes(attn: dict[str, Any], positions: int, batch: int, dtype_bytes: int = 2) -> int:
+    """K and V of every layer for `positions` tokens of `batch` sequences (a shape's talker / code_predictor)."""
+    per_token = 2 * attn["num_hidden_layers"] * attn["num_key_value_heads"] * attn["head_dim"] * dtype_bytes
+    return per_token * positions * batch
+
+
+@dataclass
+class EvalPlan:
+    """The eval phase the same worker runs after training: synthesis at `eval.batch_size`.
+
+    kv_bytes: talker KV cache at `batch` x `positions` (prompt + text + max_new_tokens frames) plus the code
+    predictor's (17 positions per frame), computed from the shape; decode_bytes / speaker_bytes: the codec decode's
+    and the speaker encoder's working memory, measured on CUDA (peak of the scoring phase above the resident model
+    and cache), None where not measured (then they are not in the total, and the output says so)."""
+
+    batch: int
+    positions: int
+    kv_bytes: int
+    decode_bytes: int | None = None
+    speaker_bytes: int | None = None
 
 
 @dataclass
@@ -135,6 +181,20 @@ class MemoryPlan:
     longest_positions: int
     resident_cuda: int | None = None  # allocated after a step (weights + LoRA + optimizer state), CUDA only
     reserved_gap: int | None = None  # CUDA reserved minus allocated at the peak (fragmentation), CUDA only
+    eval: EvalPlan | None = None  # the eval phase of the same worker; None: not planned
+
+    def eval_total(self) -> float:
+        """Eval-phase memory: weights + codec + LoRA (no gradients, no optimizer state) + KV cache + the measured
+        decode and speaker-encoder terms (0 when not measured)."""
+        if self.eval is None:
+            return 0.0
+        e = self.eval
+        extra = (e.decode_bytes or 0) + (e.speaker_bytes or 0)
+        return float(self.weights_bytes + self.codec_bytes + self.lora_bytes + e.kv_bytes + extra)
+
+    def peak(self, batch: int) -> float:
+        """The worker's peak: training at `batch` or its eval phase, whichever is larger."""
+        return max(self.best(batch), self.eval_total())
 
     def fit(self) -> tuple[float, float]:
         """(intercept, bytes per talker position) of saved activations per line, from the two batch-1 points."""
@@ -168,7 +228,7 @@ class MemoryPlan:
         usable = card_gb * 1e9 - RESERVE_GIB * GIB
         one, two = self.best(1), self.best(2)
         per_line = max(two - one, 1.0)
-        if one > usable:
+        if one > usable or self.eval_total() > usable:
             return 0
         return int(1 + (usable - one) // per_line)
 
@@ -291,29 +351,48 @@ def dry_run_config(cfg: Config, folder: Path, manifest: Path, runs: Path, steps:
 
 
 @contextmanager
-def saved_activation_bytes(model: Any, as_dtype_size: int) -> Iterator[list[int]]:
+def saved_activation_bytes(model: Any) -> Iterator[list[int]]:
     """Bytes of the tensors autograd saves for backward while the block runs (the activations a training step
-    keeps), each storage counted once, parameters and buffers excluded; floating tensors are counted at
-    `as_dtype_size` bytes per element (2: what they take in bf16). The total lands in the yielded list."""
+    keeps), each storage counted once, parameters and buffers excluded; floating tensors are counted at what they
+    take in a bf16 run (`activation_bytes`: 4 bytes inside LoRA adapters and norms, `keeps_fp32`, else 2),
+    whatever dtype this run uses. The total lands in the yielded list, then the fp32-kept part of it."""
     import torch
 
     resident = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    seen: dict[int, int] = {}
+    seen: dict[int, tuple[str, int]] = {}
+    depth = [0]  # how many fp32-keeping modules the forward is inside now
+    handles = []
+    for name, module in model.named_modules():
+        if keeps_fp32(name, type(module).__name__):
+            handles.append(module.register_forward_pre_hook(lambda *_: depth.__setitem__(0, depth[0] + 1)))
+            handles.append(module.register_forward_hook(lambda *_: depth.__setitem__(0, depth[0] - 1)))
 
     def pack(t):
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if ptr not in resident and ptr not in seen:
-            n = storage.nbytes()
-            seen[ptr] = n // t.element_size() * as_dtype_size if t.is_floating_point() else n
+            if t.is_floating_point():
+                seen[ptr] = ("fp32_kept" if depth[0] > 0 else "bf16", storage.nbytes() // t.element_size())
+            else:
+                seen[ptr] = ("raw", storage.nbytes())
         # Detached: returning `t` itself would make an op's saved output own its own grad_fn, a reference cycle
         # through C++ that Python's gc cannot see (the whole graph of a forward-only pass would leak).
         return t.detach()
 
     total: list[int] = []
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield total
-    total.append(sum(seen.values()))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield total
+    finally:
+        for h in handles:
+            h.remove()
+    raw = sum(n for kind, n in seen.values() if kind == "raw")
+    counts: dict[str, int] = {}
+    for kind, n in seen.values():
+        if kind != "raw":
+            counts[kind] = counts.get(kind, 0) + n
+    total.append(activation_bytes(counts) + raw)
+    total.append(activation_bytes({"fp32_kept": counts.get("fp32_kept", 0)}))
 
 
 def _line_examples(loaded: Any, text_ids: Any, frames: int, batch: int, spk: Any, seed: int) -> list:
@@ -338,8 +417,30 @@ def longest_line(loaded: Any, rows: list, durations: dict[str, float]) -> dict[s
         positions = len(text_ids) + PROMPT_ROWS + frames
         if positions > best.get("positions", -1):
             best = {"id": r.id, "seconds": durations[r.id], "frames": frames, "text_ids": text_ids}
-            best |= {"tokens": len(text_ids), "positions": positions}
+            best |= {"tokens": len(text_ids), "positions": positions, "chars": len(r.text)}
     return best
+
+
+def eval_plan(config: Any, cfg: Config, longest: dict[str, Any]) -> EvalPlan:
+    """The eval phase at `eval.batch_size` on the longest line: KV caches computed from the model's config; the
+    codec decode and speaker encoder are not measured here (None)."""
+    dec = cfg.eval.decoding
+    max_new = math.ceil(dec.frames_per_char * longest.get("chars", 0) + dec.min_frames)
+    positions = PROMPT_ROWS + longest["tokens"] + max_new
+    talker = config.talker_config
+    predictor = talker.code_predictor_config
+
+    def attn(c: Any) -> dict[str, int]:
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return {
+            "num_hidden_layers": c.num_hidden_layers,
+            "num_key_value_heads": c.num_key_value_heads,
+            "head_dim": head_dim,
+        }
+
+    batch = cfg.eval.batch_size
+    kv = kv_cache_bytes(attn(talker), positions, batch) + kv_cache_bytes(attn(predictor), 17, batch)
+    return EvalPlan(batch=batch, positions=positions, kv_bytes=kv)
 
 
 def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callable[[str], None]) -> MemoryPlan:
@@ -376,7 +477,7 @@ def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callabl
                 resident = torch.cuda.memory_allocated()
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            with saved_activation_bytes(model, 2) as saved:
+            with saved_activation_bytes(model) as saved:
                 out = compute_loss(model, examples, cfg.train.subtalker_loss_weight)
             if full:
                 out.loss.backward()
@@ -387,12 +488,12 @@ def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callabl
             if cuda:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            point = ActPoint(batch, pos, saved[0], seconds=seconds if full else None)
+            point = ActPoint(batch, pos, saved[0], seconds=seconds if full else None, fp32_bytes=saved[1])
             if cuda:
                 point.cuda_peak_delta = torch.cuda.max_memory_allocated() - resident
         points.append(point)
         log(
-            f"    batch {batch} x {pos} positions: saved activations {point.saved_bytes / GIB:.3f} GiB (bf16)"
+            f"    batch {batch} x {pos} positions: saved activations {point.saved_bytes / GIB:.3f} GiB (as in bf16)"
             + (f", CUDA peak +{point.cuda_peak_delta / GIB:.2f} GiB" if cuda else "")
             + (f", step {point.seconds:.2f} s" if point.seconds else "")
         )
@@ -409,6 +510,7 @@ def measure_plan(loaded: Any, cfg: Config, longest: dict[str, Any], log: Callabl
         points=points,
         longest_positions=long_pos,
     )
+    plan.eval = eval_plan(model.config, cfg, longest)
     if cuda:
         plan.resident_cuda = torch.cuda.memory_allocated()
         plan.reserved_gap = torch.cuda.max_memory_reserved() - torch.cuda.max_memory_allocated()
@@ -586,17 +688,23 @@ def format_report(r: DryRunReport) -> str:
 
 
 def format_plan(plan: MemoryPlan, longest: dict[str, Any]) -> list[str]:
+    """The plan as text, one line per term, each saying how it was obtained: counted (parameters x bytes),
+    measured (on this run), computed (a formula on the published shape) or assumed / not measured."""
     a, b = plan.fit()
     g = 1e9
     out = [
         "memory plan: LoRA training in bf16 at the dataset's longest line "
         f"({longest['id']}: {longest['seconds']:.2f} s, {longest['frames']} frames + {longest['tokens']} text "
         f"tokens + {PROMPT_ROWS} prompt rows = "
-        f"{plan.longest_positions} talker positions)",
-        f"  weights {plan.weights_bytes / g:.2f} GB + codec {plan.codec_bytes / g:.2f} GB + LoRA "
-        f"{plan.lora_bytes / g:.3f} GB + gradients {plan.grad_bytes / g:.3f} GB + AdamW state "
-        f"{plan.optim_bytes / g:.3f} GB = {plan.fixed() / g:.2f} GB fixed",
-        f"  activations (saved for backward, measured at {len(plan.points)} points and fitted): "
+        f"{plan.longest_positions} talker positions), then the same worker's eval phase",
+        f"  weights      {plan.weights_bytes / g:8.3f} GB  counted: talker + code predictor + speaker encoder x 2 B",
+        f"  codec        {plan.codec_bytes / g:8.3f} GB  counted: speech tokenizer parameters x 2 B",
+        f"  LoRA         {plan.lora_bytes / g:8.3f} GB  counted: adapter parameters at their dtype (fp32)",
+        f"  gradients    {plan.grad_bytes / g:8.3f} GB  counted: one per LoRA parameter",
+        f"  AdamW state  {plan.optim_bytes / g:8.3f} GB  measured: optimizer state after a real step",
+        f"  = {plan.fixed() / g:.2f} GB fixed during training",
+        f"  activations (measured: saved for backward at {len(plan.points)} points, as a bf16 run holds them: "
+        f"fp32 inside LoRA adapters and norms, bf16 elsewhere; fitted): "
         f"{b / 1e6:.3f} MB per talker position + {a / 1e6:.1f} MB per line",
     ]
     for p in plan.points:
@@ -604,17 +712,37 @@ def format_plan(plan: MemoryPlan, longest: dict[str, Any]) -> list[str]:
         pred = a + b * p.positions
         out.append(
             f"    measured batch {p.batch} x {p.positions}: {p.saved_bytes / g:.3f} GB "
-            f"(per line {per_line / g:.3f} GB, fit {pred / g:.3f} GB)"
+            f"(per line {per_line / g:.3f} GB, fit {pred / g:.3f} GB; fp32 in adapters/norms {p.fp32_bytes / g:.3f} GB)"
             + (f", CUDA peak above resident {p.cuda_peak_delta / g:.2f} GB" if p.cuda_peak_delta is not None else "")
         )
-    head = "  batch   estimate" + ("   CUDA measured" if plan.resident_cuda is not None else "")
+    if plan.eval is not None:
+        e = plan.eval
+        out.append(f"  eval (batch {e.batch} = eval.batch_size, {e.positions} talker positions at most per line):")
+        out.append(f"    weights + codec + LoRA {plan.weights_bytes + plan.codec_bytes + plan.lora_bytes:,} B as above")
+        out.append(
+            f"    KV cache      {e.kv_bytes / g:8.3f} GB  computed: K and V per layer x kv heads x head dim, bf16"
+        )
+        for name, v in (("codec decode", e.decode_bytes), ("speaker encoder", e.speaker_bytes)):
+            out.append(
+                f"    {name:<15} {v / g:8.3f} GB  measured"
+                if v is not None
+                else f"    {name:<15}      n/a  not measured here: left out of the total (working memory only; "
+                "its weights are counted above)"
+            )
+        out.append(f"    = {plan.eval_total() / g:.2f} GB eval total")
+    head = "  batch   estimate" + ("   CUDA measured" if plan.resident_cuda is not None else "") + "   worker peak"
     out.append(head)
     for bsz in PLAN_BATCHES:
         m = plan.measured(bsz)
-        out.append(f"  {bsz:>5} {plan.estimate(bsz) / g:9.2f} GB" + (f" {m / g:14.2f} GB" if m is not None else ""))
+        out.append(
+            f"  {bsz:>5} {plan.estimate(bsz) / g:9.2f} GB"
+            + (f" {m / g:14.2f} GB" if m is not None else "")
+            + f" {plan.peak(bsz) / g:10.2f} GB"
+        )
     if plan.reserved_gap is not None:
-        out.append(f"  CUDA allocator reserved minus allocated at the peak: {plan.reserved_gap / g:.2f} GB")
+        out.append(f"  CUDA allocator reserved minus allocated at the peak: {plan.reserved_gap / g:.2f} GB (measured)")
+    out.append(f"  reserve {RESERVE_GIB} GiB per card for CUDA context and fragmentation: assumed, not measured")
     basis = "CUDA measured" if plan.resident_cuda is not None else "estimate"
     fits = ", ".join(f"{c} GB -> {plan.largest_batch(c)}" for c in CARDS_GB)
-    out.append(f"  largest batch that fits ({basis}, {RESERVE_GIB} GiB kept for context/fragmentation): {fits}")
+    out.append(f"  largest training batch whose worker peak fits ({basis}, eval phase included): {fits}")
     return out

@@ -201,3 +201,88 @@ def variants(clip: Clip, clips: list[Clip], index: int) -> dict[str, np.ndarray]
         "clipped": clipped.astype(np.float32),
         "nan_burst": nan_burst,
     }
+
+
+# Short lines, cut from the human clips at word boundaries. No aligned transcripts ship with these clips (the
+# LibriVox `transcription` file has the words, not their times), so the boundaries are pauses found by frame
+# energy: a run of >= PAUSE_MIN_S of 10 ms frames at least PAUSE_BELOW_DB under the clip's loudest frame. A pause
+# that long between voiced frames is a gap between words (stop closures inside a word are shorter); cutting at
+# its middle leaves every word whole.
+PAUSE_HOP_S = 0.01
+PAUSE_BELOW_DB = 25.0
+PAUSE_MIN_S = 0.08
+SHORT_MAX_S = 2.3  # a cut's extent from its first to its last loud frame: under the 2.5 s rule, by a margin
+SHORT_MIN_S = 0.9  # and long enough to hold a few words
+
+
+def pauses(wav: np.ndarray, sr: int = SR) -> list[tuple[int, int]]:
+    """(first, end) sample of every pause of `wav` (see PAUSE_*), in order; edges count when quiet enough."""
+    hop = int(PAUSE_HOP_S * sr)
+    n = len(wav) // hop
+    rms = np.sqrt(np.mean(np.square(wav[: n * hop].reshape(n, hop), dtype=np.float64), axis=1)) + 1e-12
+    quiet = 20.0 * np.log10(rms / rms.max()) < -PAUSE_BELOW_DB
+    out, i = [], 0
+    while i < n:
+        if not quiet[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and quiet[j]:
+            j += 1
+        if (j - i) * PAUSE_HOP_S >= PAUSE_MIN_S:
+            out.append((i * hop, j * hop))
+        i = j
+    return out
+
+
+def word_cuts(wav: np.ndarray, sr: int = SR) -> list[tuple[int, int]]:
+    """Non-overlapping (start, end) samples of `wav`, each from a pause's middle to a later pause's middle, whose
+    loud extent (first pause's end to last pause's start) lies in [SHORT_MIN_S, SHORT_MAX_S]; greedy, longest
+    first from each start."""
+    ps = pauses(wav, sr)
+    edges = [(0, 0)] + ps + [(len(wav), len(wav))]  # clip start and end count as cut points
+    cuts, i = [], 0
+    while i < len(edges) - 1:
+        best = None
+        for j in range(i + 1, len(edges)):
+            loud = (edges[j][0] - edges[i][1]) / sr
+            if loud > SHORT_MAX_S:
+                break
+            if loud >= SHORT_MIN_S:
+                best = j
+        if best is None:
+            i += 1
+            continue
+        start = (edges[i][0] + edges[i][1]) // 2
+        end = (edges[best][0] + edges[best][1]) // 2
+        cuts.append((start, end))
+        i = best
+    return cuts
+
+
+SHORT_MIN_SPEECH_S = 1.0  # a cut must hold this much speech by the metrics' own VAD (`Reference.speech_s`)
+
+
+def short_clips(clips: list[Clip]) -> list[Clip]:
+    """Every word-boundary cut (`word_cuts`) of the human clips, plus of LibriVox -0870 (same reader, not in the
+    clean set), that holds at least SHORT_MIN_SPEECH_S of speech; named `<clip>@<start>-<end>` in seconds."""
+    from qtts_sweep.metrics.audio import analyze_reference
+
+    extra = POCKETSPHINX_DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav"
+    sources = [c for c in clips if c.human]
+    if extra.is_file():
+        sources.append(Clip("librivox-0870", "librivox", True, str(extra), read_clip(extra)))
+    out = []
+    for clip in sources:
+        for a, b in word_cuts(clip.wav):
+            cut = clip.wav[a:b].copy()
+            if analyze_reference(cut, SR).speech_s >= SHORT_MIN_SPEECH_S:
+                out.append(Clip(f"{clip.name}@{a / SR:.2f}-{b / SR:.2f}", clip.voice, True, clip.source, cut))
+    return out
+
+
+def noise_under(clip: Clip, index: int, snr_db: float) -> np.ndarray:
+    """White noise mixed under the whole clip at `snr_db` (a noisy generation, not a tail)."""
+    rng = np.random.default_rng([SEED, index, 7])
+    noise = rng.normal(size=len(clip.wav))
+    return (clip.wav + noise / _rms(noise) * _rms(clip.wav) * 10 ** (-snr_db / 20)).astype(np.float32)
