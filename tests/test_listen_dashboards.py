@@ -8,7 +8,6 @@ One tiny sweep for the whole module (3 trials, no pruning: three distinct (check
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.request
 
@@ -34,16 +33,8 @@ def _browser_installed():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("listen")
-    before = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"  # tiny trials last about a second
-    try:
-        driver = tiny_sweep(tmp, tiny_model_dir, n_trials=3, pruner="none")
-        driver.run()
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-        else:
-            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = before
+    driver = tiny_sweep(tmp, tiny_model_dir, n_trials=3, pruner="none")
+    driver.run()
     return tmp, driver.cfg0, driver.storage_url
 
 

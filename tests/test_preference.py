@@ -91,3 +91,25 @@ def test_metric_names_and_pruned_trials_keep_no_value(tmp_path):
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert frozen.value is None  # not -10 on the objective's axis
     assert frozen.intermediate_values[1] == -10.0  # the pruner's own curve keeps the real value
+
+
+def test_a_trial_shorter_than_one_sampling_interval_still_carries_system_metrics(tmp_path):
+    # MLflow's monitor drops its unfinished window on shutdown; the tracker logs it (a tiny trial lasts ~1 s, the
+    # interval is 5 s). Also: starting a trial must not change the process-wide sampling interval.
+    pytest.importorskip("psutil")
+    import os
+
+    from mlflow import MlflowClient
+
+    from qtts_sweep.config.schema import TrackingConfig
+    from qtts_sweep.tracking.mlflow_tracker import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(TrackingConfig(tracking_uri=uri, artifact_location=str(tmp_path / "art")))
+    before = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    run = tracker.start_trial(None, "s", 0, {"train.lr": 1e-5})
+    tracker.finish_trial(run, "FINISHED", metrics={"objective": 0.5})
+    assert os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") == before
+    data = MlflowClient(uri).get_run(run)
+    assert any(k.startswith("system/cpu") for k in data.data.metrics), sorted(data.data.metrics)
+    assert data.info.status == "FINISHED" and data.data.metrics["objective"] == 0.5

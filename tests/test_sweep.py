@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sqlite3
@@ -187,7 +188,9 @@ def test_median_pruner_stops_a_bad_lr_early_and_spares_the_good_ones(tmp_path, t
     trials = _study(tmp_path).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     pruned = trials[2]
-    last_step = max(pruned.intermediate_values)
+    # its last real step; the NaN step after it keeps the pruned trial valueless (no -val_loss on the objective axis)
+    last_step = max(s for s, v in pruned.intermediate_values.items() if math.isfinite(v))
+    assert math.isnan(pruned.intermediate_values[last_step + 1]) and pruned.value is None
     assert last_step < 4  # stopped before its last epoch
     # the epochs it trained before pruning are stored and reusable
     from qtts_sweep.train.store import CheckpointStore

@@ -135,27 +135,33 @@ class MlflowTracker:
 
     def _start_system_metrics(self, run_id: str) -> None:
         """System metrics (`system/*`: CPU, memory, disk, network; GPU with pynvml) on the trial's run while it
-        trains and synthesizes, through MLflow's own monitor (`start_run(log_system_metrics=True)`). Needs psutil;
-        without it nothing is logged. One trial at a time per driver process, so one active fluent run."""
+        trains and synthesizes, through MLflow's own `SystemMetricsMonitor` on that run id (no fluent active run,
+        so nothing thread-global). Needs psutil; without it nothing is logged. One trial at a time per tracker."""
         import importlib.util
 
         if importlib.util.find_spec("psutil") is None:
             return
-        import mlflow
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        self._stop_system_metrics(None, "FINISHED")  # a previous trial's, if it was never finished
-        mlflow.set_tracking_uri(self.cfg.tracking_uri)
-        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
-        mlflow.start_run(run_id=run_id, log_system_metrics=True)
-        self._monitored = run_id
+        self._stop_system_metrics(None)  # a previous trial's, if it was never finished
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=self.cfg.tracking_uri
+        )
+        monitor.start()
+        self._monitor = (run_id, monitor)
 
-    def _stop_system_metrics(self, run_id: str | None, status: str) -> None:
-        import mlflow
-
-        monitored = getattr(self, "_monitored", None)
-        if monitored is not None and run_id in (None, monitored):
-            mlflow.end_run(status)  # stops the monitor (its last samples are logged) and ends the run
-            self._monitored = None
+    def _stop_system_metrics(self, run_id: str | None) -> None:
+        """Stop the monitor and log the samples of its last, unfinished window. MLflow's monitor drops them on
+        shutdown, so a trial shorter than one sampling interval would otherwise carry no system metrics at all."""
+        current = getattr(self, "_monitor", None)
+        if current is None or run_id not in (None, current[0]):
+            return
+        self._monitor = None
+        monitor = current[1]
+        monitor.finish()
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
 
     def finish_trial(
         self,
@@ -187,7 +193,7 @@ class MlflowTracker:
             self.client.log_artifacts(run_id, str(Path(artifacts) / "wavs"), artifact_path="wavs")
         if table:
             self.client.log_table(run_id, data=_columns(table), artifact_file="lines.json")
-        self._stop_system_metrics(run_id, status)
+        self._stop_system_metrics(run_id)
         self.client.set_terminated(run_id, status)
 
     def fail_orphans(self, study: str, keep: set[str]) -> int:
