@@ -174,8 +174,11 @@ class SweepDriver:
             tracker.finish_parent(parent)
         self.phases.merge(phases.warm_up(self.worker.warm_wait, self.worker.warm_phases))
         self._wall = time.perf_counter() - t0
-        with self.phases("storage"):
-            phases.record(study, self.phases, self._wall)
+        try:
+            with self.phases("storage"):
+                phases.record(study, self.phases, self._wall)
+        except Exception:  # noqa: S110 - benchmark accounting must never fail a finished sweep
+            pass
         return self.outcome()
 
     def outcome(self, stopped_reason: str | None = None) -> SweepOutcome:
