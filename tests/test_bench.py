@@ -16,6 +16,32 @@ pytestmark = pytest.mark.slow
 RATIO = re.compile(r"ratio: (\d+\.\d+|nan|inf)")
 
 
+def _breakdown(out: str) -> dict[str, list[float]]:
+    """The breakdown table's rows: label -> seconds per compared run (checks every phase row is there)."""
+    from qtts_sweep.sweep.phases import PHASES
+
+    lines = out.splitlines()
+    start = lines.index("where the time goes (s, % of wall):")
+    rows = {}
+    for line in lines[start + 2 :]:
+        cells = re.findall(r"(-?\d+\.\d+) s +(-?\d+\.\d+)%", line)
+        if not cells:
+            break
+        rows[line[: line.index(cells[0][0])].strip()] = [float(sec) for sec, _ in cells]
+    assert set(PHASES.values()) | {"other (unaccounted)", "wall"} == set(rows), rows.keys()
+    return rows
+
+
+def _assert_parts_within_wall(out: str, columns: int) -> dict[str, list[float]]:
+    rows = _breakdown(out)
+    assert all(len(v) == columns for v in rows.values())
+    for i, wall in enumerate(rows["wall"]):
+        parts = sum(v[i] for k, v in rows.items() if k not in ("wall", "other (unaccounted)"))
+        assert 0 < parts <= wall + 0.02, f"column {i}: phases {parts:.2f} s > wall {wall:.2f} s"
+        assert rows["other (unaccounted)"][i] >= -0.02
+    return rows
+
+
 def _last_ratio(out: str) -> float:
     last = out.strip().splitlines()[-1]
     match = RATIO.fullmatch(last)
@@ -63,6 +89,10 @@ def test_bench_sweep_prints_both_ratios_reuse_alone_last(capsys, small_data):
     out = capsys.readouterr().out
     assert "(a) reuse, warm worker" in out and "(b) no reuse, model per trial" in out
     assert "reuse + warm worker: a/b = " in out
+    rows = _assert_parts_within_wall(out, columns=3)
+    a, c, b = (i for i in range(3))
+    assert rows["training"][a] > 0 and rows["evaluation (synthesis + scoring)"][c] > 0
+    assert rows["model load"][b] > rows["model load"][c]  # (b) loads the model per trial, (c) once
     assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0
 
 
@@ -71,6 +101,8 @@ def test_bench_workers(capsys, small_data):
     ratio = bench.bench_workers(cheap, n_trials=2)
     out = capsys.readouterr().out
     assert "1 worker(s): 2 trials" in out and "2 worker(s): 2 trials" in out
+    rows = _assert_parts_within_wall(out, columns=2)
+    assert all(s > 0 for s in rows["storage (Optuna calls, journal lock)"])
     assert _last_ratio(out) == pytest.approx(ratio, abs=1e-3) and ratio > 0
 
 

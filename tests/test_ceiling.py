@@ -66,6 +66,18 @@ def test_the_ceiling_is_computed_once_and_reused(scored):
     assert again.ceiling["summary"] == ev_c.ceiling["summary"]
 
 
+def test_a_further_point_does_not_rehash_the_model_folder(scored, monkeypatch):
+    """Per point, the scorer reuses the loaded model's content identity (a hash of its folder: ~0.1 s per trial on
+    the tiny preset, every small file of a real one) for the ceiling's and the base model's keys."""
+    import qtts_sweep.train.store as store
+
+    _, cfg_c, _, ds, scorer, ev_c, _ = scored
+    calls = []
+    monkeypatch.setattr(store, "model_identity", lambda *a, **k: calls.append(a) or "changed")
+    again = scorer.score(cfg_c, ds, Point.base())
+    assert calls == [] and again.key == ev_c.key and again.ceiling["key"] == ev_c.ceiling["key"]
+
+
 def test_reference_modes_score_the_quality_terms_differently(scored):
     _, cfg_c, cfg_g, _, _, ev_c, ev_g = scored
     wc, wg = cfg_c.eval.objective.objective_weights(), cfg_g.eval.objective.objective_weights()

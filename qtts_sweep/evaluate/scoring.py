@@ -397,7 +397,9 @@ class Scorer:
     """Scores (checkpoint, scale) points: one loaded model and metric suite per process, reused across points.
 
     The synthesizer and metric backends are built on first use and rebuilt only when the base model or the LoRA
-    layout changes (`lora.r`, targets); a new checkpoint or scale never reloads anything.
+    layout changes (`lora.r`, targets); a new checkpoint or scale never reloads anything. The loaded model's
+    content identity (a hash of its folder, part of the ceiling's and the base model's keys) is computed once per
+    load, not for every point.
     """
 
     def __init__(self) -> None:
@@ -405,6 +407,7 @@ class Scorer:
         self.suite: MetricSuite | None = None
         self._identity: tuple | None = None
         self._ref: dict[str, Any] = {}
+        self._source_id: str | None = None  # model_identity of the loaded model's folder
 
     def ensure(self, cfg: Config) -> Synthesizer:
         """The synthesizer for `cfg` (loaded now if the model or LoRA layout differs from the current one)."""
@@ -413,6 +416,7 @@ class Scorer:
             self.synth = Synthesizer(cfg)
             self.suite = MetricSuite(cfg, self.synth)
             self._identity = ident
+            self._source_id = None
         else:
             self.synth.cfg = cfg
             self.suite.cfg = cfg
@@ -477,18 +481,23 @@ class Scorer:
     def ceiling(self, cfg: Config, dataset: Any, lines: list[Line], ref_wav: Any) -> Ceiling:
         """The codec ceiling of `lines` (computed once per dataset, codec, metric settings and lines; cached)."""
         from qtts_sweep.data.codes import tokenizer_identity
-        from qtts_sweep.train.store import model_identity
 
         loaded = self.synth.loaded
-        talker = model_identity(loaded.source) if cfg.eval.metrics.qwen_speaker else None
+        talker = self._model_id() if cfg.eval.metrics.qwen_speaker else None
         codec = tokenizer_identity(loaded.source)
         key = ceiling_key(dataset.hash, codec, cfg.eval, lines, talker, str(loaded.dtype), device_type(loaded.device))
         return codec_ceiling(cfg, self.synth, self.suite, lines, ref_wav, key)
 
-    def base_key(self, dataset: Any) -> str:
-        """`base_training_key` of the loaded model for `dataset`."""
+    def _model_id(self) -> str:
+        """`model_identity` of the loaded model's folder, hashed once per load (the weights in memory are the
+        ones read then, whatever happens to the folder later)."""
         from qtts_sweep.train.store import model_identity
 
+        if self._source_id is None:
+            self._source_id = model_identity(self.synth.loaded.source)
+        return self._source_id
+
+    def base_key(self, dataset: Any) -> str:
+        """`base_training_key` of the loaded model for `dataset`."""
         loaded = self.synth.loaded
-        ident = model_identity(loaded.source)
-        return base_training_key(ident, str(loaded.dtype), device_type(loaded.device), dataset.hash)
+        return base_training_key(self._model_id(), str(loaded.dtype), device_type(loaded.device), dataset.hash)

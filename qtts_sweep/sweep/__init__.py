@@ -7,8 +7,8 @@ and the one re-queue policy (`recovery`), multi-fidelity over lines (`fidelity`)
 (`listen`, `preference`), and the end-of-sweep report. Does not own: what a trial computes (`qtts_sweep.train`,
 `qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`), promotion (`qtts_sweep.production`).
 
-Modules: `driver`, `fidelity`, `heartbeat`, `hydra_app`, `launch`, `listen`, `preference`, `progress`, `protocol`,
-`record`, `recovery`, `report`, `search`, `selection`, `simulation`, `slurm`, `spec`, `storage`, `warm_start`,
-`worker`.
+Modules: `driver`, `fidelity`, `heartbeat`, `hydra_app`, `launch`, `listen`, `phases`, `preference`, `progress`,
+`protocol`, `record`, `recovery`, `report`, `search`, `selection`, `simulation`, `slurm`, `spec`, `storage`,
+`warm_start`, `worker`.
 Imports from the package: config, data, evaluate, metrics, model, tracking, train, util.
 """

@@ -7,20 +7,22 @@ enqueued baselines are skipped if they exist, numbering continues, and `n_trials
 
 Owns: the loop, the failure-rate cap, the order of calls. Does not own: the pipe protocol and worker life cycle
 (protocol.py), what a trial computes (worker.py), storage and heartbeats (storage.py), stale trials and the budget
-(recovery.py), user attributes and MLflow payloads (record.py), MLflow itself (qtts_sweep.tracking).
+(recovery.py), user attributes and MLflow payloads (record.py), MLflow itself (qtts_sweep.tracking). The timing
+of its phases (storage, MLflow, waiting for the worker's start) is a clock's (phases.py) around these calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import Config
-from qtts_sweep.sweep import record
+from qtts_sweep.sweep import phases, record
 from qtts_sweep.sweep.fidelity import LineRelay
 from qtts_sweep.sweep.heartbeat import TrialHeartbeat
 from qtts_sweep.sweep.progress import NullProgress
@@ -57,6 +59,8 @@ class SweepOutcome:
     base_eval_s: float = 0.0
     parent_run_id: str | None = None
     trials_run: list[int] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of this driver (phases.py)
+    wall_s: float = 0.0  # this driver's run() wall time
 
 
 def key_material(cfg: Config, key: str) -> dict:
@@ -103,17 +107,27 @@ class SweepDriver:
         self._parent: str | None = None
         self._stopped: str | None = None  # why the loop stopped early (failure cap)
         self._base_eval_result: tuple[str | None, float] = (None, 0.0)
+        self.phases = phases.PhaseClock()
+        self._wall = 0.0
 
     def _open(self):
         from qtts_sweep.tracking.mlflow_tracker import make_tracker
 
-        storage = make_storage(self.storage_url)
-        return storage, open_study(self.spec, storage), make_tracker(self.cfg0.tracking)
+        with self.phases("storage"):
+            storage = make_storage(self.storage_url)
+            study = open_study(self.spec, storage)
+        with self.phases("mlflow"):
+            tracker = make_tracker(self.cfg0.tracking)
+        return storage, study, self.phases.timed(tracker, "mlflow")
 
     def prepare(self) -> str | None:
         """What happens once per launch, before any driver asks: create the study, fail and re-queue what a
         stopped sweep left RUNNING (and its MLflow runs), enqueue baselines once, find or create the parent run."""
         _, study, tracker = self._open()
+        with self.phases("storage"):  # tracker calls inside count as MLflow (exclusive phases)
+            return self._prepare(study, tracker)
+
+    def _prepare(self, study, tracker) -> str | None:
         stale = recover_stale(study, tracker)
         if stale:
             self.log(f"re-queued trial(s) {stale} left RUNNING by a stopped sweep")
@@ -141,13 +155,15 @@ class SweepDriver:
     def run(self, join: bool = False) -> SweepOutcome:
         """Run trials until the study's budget is spent. `join=True`: the study was prepared by the launcher
         (several drivers share it); otherwise this driver prepares it first."""
+        t0 = time.perf_counter()
         self.worker.warm(self.cfg0)  # imports and model load overlap the study set-up below
         if not join:
             self.prepare()
         storage, study, tracker = self._open()
         self._study, self._study_storage = study, storage
-        self.progress.attach(study)
-        register_driver(study)
+        with self.phases("storage"):
+            self.progress.attach(study)
+            register_driver(study)
         parent = self._parent = tracker.study_parent(self.spec.study_name, {})
         try:
             while not self._budget_spent(study, tracker):
@@ -159,6 +175,13 @@ class SweepDriver:
             self.worker.stop()
         if not join:
             tracker.finish_parent(parent)
+        self.phases.merge(phases.warm_up(self.worker.warm_wait, self.worker.warm_phases))
+        self._wall = time.perf_counter() - t0
+        try:
+            with self.phases("storage"):
+                phases.record(study, self.phases, self._wall)
+        except Exception:  # noqa: S110 - benchmark accounting must never fail a finished sweep
+            pass
         return self.outcome()
 
     def outcome(self, stopped_reason: str | None = None) -> SweepOutcome:
@@ -167,6 +190,7 @@ class SweepDriver:
         out.trials_run = list(self._trials_run)
         out.stopped_reason = stopped_reason or self._stopped
         out.base_eval_dir, out.base_eval_s = self._base_eval_result
+        out.phases, out.wall_s = self.phases.as_dict(), self._wall
         if self._study is not None:
             out.completed, out.pruned, out.failed = budget_used(self._study)
             out.best = best_summary(self._study)
@@ -178,6 +202,10 @@ class SweepDriver:
         Trials other drivers are running count: with N drivers the budget overshoots by at most N-1 (drivers that
         check at the same moment). Stale trials of dead drivers are failed and re-queued first.
         """
+        with self.phases("storage"):
+            return self._budget_spent_timed(study, tracker)
+
+    def _budget_spent_timed(self, study, tracker) -> bool:
         from optuna.trial import TrialState
 
         recover_stale(study, tracker, self._study_storage)
@@ -211,21 +239,24 @@ class SweepDriver:
         if msg[0] != "done":
             self.log(f"base-model reference audio not available: {msg[1:]}")
             return None, 0.0
+        self.phases.merge(msg[1].get("phases", {}))
         return msg[1]["eval_dir"], msg[1]["timings"]["eval_s"]
 
     def _one_trial(self, study, storage, tracker, parent: str | None) -> int:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        trial = study.ask()
-        tag_trial(trial)
-        heartbeat = TrialHeartbeat(trial)
+        with self.phases("storage"):
+            trial = study.ask()
+            tag_trial(trial)
+            heartbeat = TrialHeartbeat(trial)
         run_id = None
         try:
-            params = suggest(trial, self.spec)
-            run_id = tracker.start_trial(parent, self.spec.study_name, trial.number, params)
-            if run_id:
-                trial.set_user_attr("mlflow_run_id", run_id)
+            with self.phases("storage"):
+                params = suggest(trial, self.spec)
+                run_id = tracker.start_trial(parent, self.spec.study_name, trial.number, params)
+                if run_id:
+                    trial.set_user_attr("mlflow_run_id", run_id)
             self.log(f"trial {trial.number}: {overrides_for(params)}")
             try:
                 cfg = apply_params(self.cfg0, params)
@@ -259,18 +290,24 @@ class SweepDriver:
             kind = msg[0]
             self.progress.message(msg)
             if kind == "epoch":
-                self.worker.send(("prune", relay.epoch(*msg[1:])))
+                with self.phases("storage"):
+                    prune = relay.epoch(*msg[1:])
+                self.worker.send(("prune", prune))
             elif kind == "lines":
-                self.worker.send(("prune", lines.lines(*msg[1:])))
+                with self.phases("storage"):
+                    prune = lines.lines(*msg[1:])
+                self.worker.send(("prune", prune))
             elif kind == "done":
                 from optuna.exceptions import UpdateFinishedTrialError
 
                 result = msg[1]
+                self.phases.merge(result.get("phases", {}))
                 try:
-                    record.record_complete(
-                        trial, result, tracker, run_id, relay.training_run, relay.steps, self.cfg0.paths.runs_dir
-                    )
-                    self._tell(study, trial, self._values(result))
+                    with self.phases("storage"):
+                        record.record_complete(
+                            trial, result, tracker, run_id, relay.training_run, relay.steps, self.cfg0.paths.runs_dir
+                        )
+                        self._tell(study, trial, self._values(result))
                 except UpdateFinishedTrialError:
                     return self._lost(trial, tracker, run_id, result)
                 how = "reused checkpoint" if not result["trained"] else f"trained {result['trained']}"

@@ -2,7 +2,7 @@
 
 Messages (tuples over a `multiprocessing` Pipe):
   driver -> worker: ("warm", TrialRequest) | ("trial", TrialRequest) | ("prune", bool) | ("stop",)
-  worker -> driver: ("warmed",) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict)
+  worker -> driver: ("warmed", {phase: seconds}) | ("epoch", epoch, metrics, reused, training_key) | ("done", dict)
                     | ("lines", lines scored, lines in all, [[step, per-line score], ...])  (reply: "prune")
                     | ("pruned", epoch) | ("pruned", epoch, lines scored) | ("failed", kind, message)
                     | ("phase", text)  (what the trial does now, for the progress line; no reply)
@@ -65,6 +65,7 @@ class WorkerHandle:
         self.starts = 0
         self.warming = False
         self.warm_wait = 0.0  # seconds the driver waited for the worker's start-up (benchmark accounting)
+        self.warm_phases: dict[str, float] = {}  # the worker's own timing of its warm-up (dataset, model)
 
     def ensure(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -92,8 +93,10 @@ class WorkerHandle:
         if self.warming:
             self.warming = False
             t0 = time.perf_counter()
-            self.recv()
+            msg = self.recv()
             self.warm_wait += time.perf_counter() - t0
+            if msg[0] == "warmed" and len(msg) > 1:
+                self.warm_phases = msg[1]
 
     def submit(self, request: TrialRequest) -> None:
         """Send a trial (or base-model) request to a live, warmed worker."""

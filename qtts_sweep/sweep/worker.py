@@ -6,8 +6,9 @@ val lines at the trial's LoRA scale with the one scoring function (`qtts_sweep.e
 returns plain data. A segfault or out-of-memory kill takes only this process down: the driver records the trial
 as failed and starts a new worker.
 
-Owns: serving requests, per-process caches (checked datasets, model identities, the scorer). Does not own:
-Optuna, MLflow, the message vocabulary (protocol.py).
+Owns: serving requests, per-process caches (checked datasets, model identities, the scorer), timing its own
+phases (dataset, model, training, evaluation: `phases.PhaseClock`, sent with each reply). Does not own: Optuna,
+MLflow, the message vocabulary (protocol.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import traceback
 from typing import Any
 
 from qtts_sweep.config.schema import Config
+from qtts_sweep.sweep.phases import PhaseClock
 from qtts_sweep.sweep.protocol import TrialRequest
 from qtts_sweep.util import quiet
 
@@ -28,7 +30,8 @@ class Pruned(Exception):
 
 
 class WorkerState:
-    """What a worker process keeps between trials: checked datasets, model identities, the scorer."""
+    """What a worker process keeps between trials: checked datasets, model identities, the scorer, and the seconds
+    spent per phase since the last reply (`take_phases`)."""
 
     def __init__(self) -> None:
         from qtts_sweep.evaluate.scoring import Scorer
@@ -36,6 +39,12 @@ class WorkerState:
         self.scorer = Scorer()
         self.datasets: dict[tuple, Any] = {}
         self.model_ids: dict[str, str] = {}
+        self.clock = PhaseClock()
+
+    def take_phases(self) -> dict[str, float]:
+        """Seconds per phase since the last call (sent to the driver with a reply)."""
+        out, self.clock = self.clock.as_dict(), PhaseClock()
+        return {k: v for k, v in out.items() if v}
 
     def model_id(self, cfg: Config) -> str:
         from qtts_sweep.model.modeling import ensure_model_folder
@@ -51,15 +60,20 @@ class WorkerState:
 
         key = (dataclasses.astuple(cfg.data), cfg.model.source, cfg.paths.data_dir, cfg.paths.runs_dir)
         if key not in self.datasets:
-            self.datasets[key] = load_dataset(cfg)
+            with self.clock("dataset"):
+                self.datasets[key] = load_dataset(cfg)
         return self.datasets[key]
 
     def run(self, cfg: Config):
         """The training run (key, data, store) of `cfg`, with the model loaded for it."""
         from qtts_sweep.train.loop import resolve_run
 
-        run = resolve_run(cfg, self.dataset(cfg), self.model_id(cfg))
-        self.scorer.ensure(cfg)
+        dataset = self.dataset(cfg)
+        with self.clock("model"):
+            model_id = self.model_id(cfg)
+        run = resolve_run(cfg, dataset, model_id)
+        with self.clock("model"):
+            self.scorer.ensure(cfg)
         return run
 
 
@@ -77,16 +91,18 @@ def inject_crash(kind: str | None) -> None:
         raise LeaseLost("injected lost lease (test)")
 
 
-def _epoch_callback(req: TrialRequest, conn: Any, key: str, paused: list[float]):
-    """on_epoch for training: report to the driver, wait for its pruning answer (time spent waiting -> paused)."""
+def _epoch_callback(req: TrialRequest, conn: Any, key: str, paused: list[float], clock: PhaseClock):
+    """on_epoch for training: report to the driver, wait for its pruning answer (time spent waiting -> paused,
+    and a phase of its own: the driver times what it does meanwhile)."""
     from qtts_sweep.train.loop import TrainingDiverged
 
     def on_epoch(epoch: int, metrics: dict[str, float], reused: bool) -> None:
         if req.crash == "nan" and not reused:
             metrics = {**metrics, "val_loss": float("nan")}
         t = time.perf_counter()
-        conn.send(("epoch", epoch, metrics, reused, key))
-        msg = conn.recv()
+        with clock("paused"):
+            conn.send(("epoch", epoch, metrics, reused, key))
+            msg = conn.recv()
         paused[0] += time.perf_counter() - t
         if msg[0] == "prune" and msg[1]:
             raise Pruned(epoch)
@@ -107,22 +123,25 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any
     t_setup = time.perf_counter() - t0
     paused = [0.0]  # waiting for the driver's pruning answers (orchestration, not training)
     t1 = time.perf_counter()
-    on_epoch = _epoch_callback(req, conn, run.key, paused)
+    on_epoch = _epoch_callback(req, conn, run.key, paused, state.clock)
     loaded = state.scorer.synth.loaded
-    result = ensure_epoch(cfg, cfg.eval.epoch, on_epoch=on_epoch, run=run, progress=False, loaded=loaded)
+    with state.clock("training"):
+        result = ensure_epoch(cfg, cfg.eval.epoch, on_epoch=on_epoch, run=run, progress=False, loaded=loaded)
     t_train = time.perf_counter() - t1 - paused[0]
     if result.trained:
         state.scorer.adapter_changed()
     t2 = time.perf_counter()
     conn.send(("phase", f"synthesis and scoring at scale {cfg.eval.lora_scale:g}"))
     point = Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale)
-    if req.fidelity is None:
-        ev = state.scorer.score(cfg, run.dataset, point)
-        objective, lines = ev.objective, len({r["id"] for r in ev.per_line})
-    else:
-        ev, objective, lines = _score_in_chunks(req, state, conn, run.dataset, point)
+    with state.clock("evaluation"):
+        if req.fidelity is None:
+            ev = state.scorer.score(cfg, run.dataset, point)
+            objective, lines = ev.objective, len({r["id"] for r in ev.per_line})
+        else:
+            ev, objective, lines = _score_in_chunks(req, state, conn, run.dataset, point)
     return {
         "timings": {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2},
+        "phases": state.take_phases(),
         "training_key": run.key,
         "training_dir": str(run.dir),
         "checkpoint": str(result.checkpoint),
@@ -156,9 +175,10 @@ def _score_in_chunks(req: TrialRequest, state: WorkerState, conn: Any, dataset: 
         ev = state.scorer.score(cfg, dataset, point, n_lines=n)
         synthesized += ev.synthesized
         values = fidelity.line_values(ev.per_line, ids, weights, (ev.ceiling or {}).get("per_line"))
-        conn.send(("lines", n, len(ids), [list(v) for v in values[sent:]]))
+        with state.clock("paused"):
+            conn.send(("lines", n, len(ids), [list(v) for v in values[sent:]]))
+            msg = conn.recv()
         sent = len(values)
-        msg = conn.recv()
         if msg[0] == "prune" and msg[1]:
             raise Pruned(cfg.eval.epoch, n)
     ev.synthesized = synthesized
@@ -171,8 +191,10 @@ def run_base(req: TrialRequest, state: WorkerState) -> dict[str, Any]:
 
     run = state.run(req.config)
     t0 = time.perf_counter()
-    ev = state.scorer.score(req.config, run.dataset, Point.base())
-    return {"eval_dir": str(ev.dir), "objective": ev.objective, "timings": {"eval_s": time.perf_counter() - t0}}
+    with state.clock("report"):
+        ev = state.scorer.score(req.config, run.dataset, Point.base())
+    timings = {"eval_s": time.perf_counter() - t0}
+    return {"eval_dir": str(ev.dir), "objective": ev.objective, "timings": timings, "phases": state.take_phases()}
 
 
 def _serve(msg: tuple, state: WorkerState, conn: Any) -> tuple:
@@ -233,6 +255,6 @@ def worker_main(conn: Any, threads: int | None = None, parent_pid: int | None = 
                 state.run(msg[1].config)
             except Exception:  # noqa: S110 - the first trial meets (and reports) the same problem
                 pass
-            conn.send(("warmed",))
+            conn.send(("warmed", state.take_phases()))
             continue
         conn.send(_serve(msg, state, conn))

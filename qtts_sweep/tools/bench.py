@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qtts_sweep.sweep.phases import PhaseClock, breakdown, mean_phases, read
+
 
 def _timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
@@ -167,7 +169,8 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
     (b) the same, but every trial also loads the model again and re-analyses the references, the way a plain
         Hydra + Optuna setup runs trials: neither kind of reuse.
     Prints epochs trained by each, the lower bound (distinct training keys x highest epoch asked of each), (a)'s
-    orchestration overhead, the ratio with warm worker and reuse a/b, and last `ratio: <a/c>` (reuse alone).
+    orchestration overhead, where each one's wall time goes (phases.py; in (b) the training column includes its
+    model load for training), the ratio with warm worker and reuse a/b, and last `ratio: <a/c>` (reuse alone).
     """
     import dataclasses
 
@@ -197,13 +200,17 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
             t for t in load_existing_study("bench", driver.storage_url).get_trials() if t.state.name == "COMPLETE"
         ]
         params = [t.params for t in trials]
+        clock_c, clock_b = PhaseClock(), PhaseClock()
         t0 = time.perf_counter()
-        epochs_c = _replay_without_reuse(params, [*common, f"paths.runs_dir={Path(tmp) / 'c'}"], warm=True)
+        epochs_c = _replay_without_reuse(params, [*common, f"paths.runs_dir={Path(tmp) / 'c'}"], True, clock_c)
         wall_c = time.perf_counter() - t0
         t0 = time.perf_counter()
-        epochs_b = _replay_without_reuse(params, [*common, f"paths.runs_dir={Path(tmp) / 'b'}"], warm=False)
+        epochs_b = _replay_without_reuse(params, [*common, f"paths.runs_dir={Path(tmp) / 'b'}"], False, clock_b)
         wall_b = time.perf_counter() - t0
     _print_sweep_bench(trials, outcome, driver, wall_a, (epochs_b, wall_b), (epochs_c, wall_c))
+    columns = {"(a) reuse": (wall_a, outcome.phases), "(c) warm, no reuse": (wall_c, clock_c.as_dict())}
+    columns["(b) cold, no reuse"] = (wall_b, clock_b.as_dict())
+    print("\n".join(breakdown(columns)))
     ratio = wall_a / wall_c
     print("target: ratio <= 0.5")
     print(f"ratio: {ratio:.3f}")
@@ -238,11 +245,11 @@ def _print_sweep_bench(trials: list, outcome: Any, driver: Any, wall_a: float, b
     print(f"reuse + warm worker: a/b = {wall_a / b[1]:.3f}")
 
 
-def _replay_without_reuse(params_list: list[dict], base: list[str], warm: bool) -> int:
+def _replay_without_reuse(params_list: list[dict], base: list[str], warm: bool, clock: PhaseClock) -> int:
     """Each trial trained from scratch in a store of its own and scored without the cache.
 
     warm: one loaded model serves every trial (its adapter re-initialised per trial); otherwise every trial loads
-    the model for training and again for scoring, and re-analyses the references.
+    the model for training and again for scoring, and re-analyses the references. `clock` gets the phases.
     """
     import dataclasses
 
@@ -257,15 +264,22 @@ def _replay_without_reuse(params_list: list[dict], base: list[str], warm: bool) 
         cfg = load_config([*base, *overrides_for(params)])
         # a store of its own: nothing this trial asks for exists yet
         cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, store_dir=f"{cfg.paths.store_dir}/{i}"))
-        run = resolve_run(cfg)
+        with clock("dataset"):
+            run = resolve_run(cfg)
         if not warm:
             scorer = Scorer()
-        loaded = scorer.ensure(cfg).loaded if warm else None
-        result = ensure_epoch(cfg, cfg.eval.epoch, run=run, progress=False, loaded=loaded)
+        with clock("model"):
+            loaded = scorer.ensure(cfg).loaded if warm else None
+        with clock("training"):
+            result = ensure_epoch(cfg, cfg.eval.epoch, run=run, progress=False, loaded=loaded)
         scorer.adapter_changed()
         epochs += len(result.trained)
         point = Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale)
-        scorer.score(cfg, run.dataset, point, use_cache=False)
+        if not warm:
+            with clock("model"):  # what `score` would load first
+                scorer.ensure(cfg)
+        with clock("evaluation"):
+            scorer.score(cfg, run.dataset, point, use_cache=False)
         print(f"replay ({'warm' if warm else 'cold'}) {i}: trained {len(result.trained)} epochs", flush=True)
     return epochs
 
@@ -387,14 +401,16 @@ def bench_workers(overrides: list[str] | None = None, n_trials: int = 16) -> flo
     n_trials < 16 runs that many points of the grid (a smoke test's size).
 
     Prints, for each, epochs trained vs the lower bound (distinct training keys x highest epoch asked of each) and
-    (key, epoch) pairs trained twice, then the wall ratio 2 workers / 1 worker as `ratio: <x>`.
+    (key, epoch) pairs trained twice, where the wall time goes (each driver's phases, phases.py, averaged over the
+    drivers, which run side by side, plus the launcher's own before them; the drivers' process start is "other"),
+    then the wall ratio 2 workers / 1 worker as `ratio: <x>`.
     """
     from qtts_sweep.model.tiny import build_tiny_model
     from qtts_sweep.sweep.launch import run_local_workers
     from qtts_sweep.sweep.report import format_training_summary, training_summary
     from qtts_sweep.sweep.storage import load_existing_study
 
-    walls = {}
+    walls, columns = {}, {}
     with tempfile.TemporaryDirectory(prefix="qtts-bench-workers-") as tmp:
         sweep = Path(tmp) / "bench_workers.yaml"
         sweep.write_text(BENCH_WORKERS_SWEEP.replace("n_trials: 16", f"n_trials: {n_trials}"))
@@ -413,6 +429,9 @@ def bench_workers(overrides: list[str] | None = None, n_trials: int = 16) -> flo
             print(f"{n} worker(s): {done} trials in {walls[n]:.1f} s; {format_training_summary(s)}", flush=True)
             print(f"  epochs trained / lower bound = {s['epochs_trained'] / max(s['lower_bound'], 1):.2f} "
                   "(target <= 1.1)")  # fmt: skip
+            drivers = mean_phases(read(study))  # after the launcher's own phases (set-up, data, MLflow server)
+            columns[f"{n} worker(s)"] = (walls[n], {k: v + prepared.phases.get(k, 0.0) for k, v in drivers.items()})
+    print("\n".join(breakdown(columns)))
     print("target: ratio <= 0.65")
     ratio = walls[2] / walls[1]
     print(f"ratio: {ratio:.3f}")
