@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -65,7 +64,6 @@ class Prepared:
     cfg: Config
     storage_url: str
     parent_run_id: str | None
-    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # the launcher's own (phases.py)
 
 
 def prepare_study(
@@ -80,7 +78,7 @@ def prepare_study(
     spec = dataclasses.replace(spec, storage=storage_for(spec, cfg, workers))
     driver = SweepDriver(spec, compose, overrides, cfg0=cfg)
     parent = driver.prepare()
-    return Prepared(spec, cfg, spec.storage, parent, driver.phases.as_dict())
+    return Prepared(spec, cfg, spec.storage, parent)
 
 
 def join_study(
@@ -145,24 +143,16 @@ def run_local_workers(
     """`--workers N` on one machine: prepare once, then N driver processes (`sweep --join`), each pinned to one
     device, and wait for all of them. Ctrl-C reaches every driver (one process group): each fails and re-queues
     its running trial and stops."""
-    from qtts_sweep.sweep.phases import PhaseClock
     from qtts_sweep.tracking.server import start_mlflow_server
 
     prepared = prepare_study(name, overrides, config_dir, workers)
-    clock = PhaseClock()
-    if workers > 1:
-        with clock("dataset"):
-            prepare_data_once(prepared.cfg)
     server = None
     extra: list[str] = []
     tracking = prepared.cfg.tracking
     if tracking.backend == "mlflow" and tracking.tracking_uri.startswith("sqlite:"):
         # SQLite takes one writer: the drivers log over HTTP to one server that owns the file.
-        with clock("mlflow"):
-            server = start_mlflow_server(tracking.tracking_uri, tracking.artifact_location)
+        server = start_mlflow_server(tracking.tracking_uri, tracking.artifact_location)
         extra = [f"tracking.tracking_uri={server.uri}"]
-    clock.merge(prepared.phases)
-    prepared.phases = clock.as_dict()
     env = driver_env(prepared.storage_url, overrides)
     commands = driver_commands(name, overrides, workers, devices, config_dir, threads, extra)
     procs = []
@@ -181,27 +171,6 @@ def run_local_workers(
         if code:  # its RUNNING trial was failed and re-queued by the drivers that went on (recovery.py)
             log.warning(f"driver {i} exited with {_exit_text(code)}; the other drivers recovered its trial")
     return prepared
-
-
-def prepare_data_once(cfg: Config) -> None:
-    """Prepare (validate, resample, encode) the sweep's data once before the drivers start: on data not prepared
-    yet, N drivers' workers would each encode all of it at the same time (N times the work on the same devices;
-    `bench workers` measured it as the largest serial phase). In a process of its own, so that the codec's memory
-    goes with it. A problem with the data is left to the drivers' first trials to report, as before."""
-    proc = multiprocessing.get_context("spawn").Process(target=_prepare_data, args=(cfg,), name="qtts-sweep-prepare")
-    proc.start()
-    proc.join()
-
-
-def _prepare_data(cfg: Config) -> None:
-    from qtts_sweep.data.prepare import load_dataset
-    from qtts_sweep.util import quiet
-
-    quiet.setup()
-    try:
-        load_dataset(cfg)
-    except Exception as exc:  # the drivers' first trials meet (and report) the same problem
-        log.debug(f"data preparation before the drivers: {exc}")
 
 
 def driver_env(storage_url: str, overrides: list[str]) -> dict[str, str]:

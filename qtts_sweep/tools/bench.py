@@ -402,7 +402,7 @@ def bench_workers(overrides: list[str] | None = None, n_trials: int = 16) -> flo
 
     Prints, for each, epochs trained vs the lower bound (distinct training keys x highest epoch asked of each) and
     (key, epoch) pairs trained twice, where the wall time goes (each driver's phases, phases.py, averaged over the
-    drivers, which run side by side, plus the launcher's own before them; the drivers' process start is "other"),
+    drivers, which run side by side; the launcher's study set-up and the drivers' process start are in "other"),
     then the wall ratio 2 workers / 1 worker as `ratio: <x>`.
     """
     from qtts_sweep.model.tiny import build_tiny_model
@@ -429,8 +429,7 @@ def bench_workers(overrides: list[str] | None = None, n_trials: int = 16) -> flo
             print(f"{n} worker(s): {done} trials in {walls[n]:.1f} s; {format_training_summary(s)}", flush=True)
             print(f"  epochs trained / lower bound = {s['epochs_trained'] / max(s['lower_bound'], 1):.2f} "
                   "(target <= 1.1)")  # fmt: skip
-            drivers = mean_phases(read(study))  # after the launcher's own phases (set-up, data, MLflow server)
-            columns[f"{n} worker(s)"] = (walls[n], {k: v + prepared.phases.get(k, 0.0) for k, v in drivers.items()})
+            columns[f"{n} worker(s)"] = (walls[n], mean_phases(read(study)))
     print("\n".join(breakdown(columns)))
     print("target: ratio <= 0.65")
     ratio = walls[2] / walls[1]
