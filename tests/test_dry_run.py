@@ -54,16 +54,7 @@ def test_dry_run_refuses_a_model_without_a_published_shape():
 
 
 def test_the_memory_plan_fits_batches_linearly():
-    point = dry_run.ActPoint
-    plan = dry_run.MemoryPlan(
-        weights_bytes=4 * 10**9,
-        codec_bytes=3 * 10**8,
-        lora_bytes=10**8,
-        grad_bytes=10**8,
-        optim_bytes=2 * 10**8,
-        points=[point(1, 50, 1 * 10**9), point(1, 100, 2 * 10**9), point(2, 100, 4 * 10**9)],
-        longest_positions=100,
-    )
+    plan = _plan()
     assert plan.fit() == (0.0, 2 * 10**7)
     assert plan.estimate(1) == pytest.approx(4.7e9 + 2e9) and plan.estimate(4) == pytest.approx(4.7e9 + 8e9)
     fits = [plan.largest_batch(c) for c in dry_run.CARDS_GB]

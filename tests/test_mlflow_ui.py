@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from tests.helpers.browser import browser as new_browser
+from tests.helpers.browser import start as start_server
 from tests.helpers.sweeps import tiny_sweep
 from tests.helpers.system_deps import require_commands
 
@@ -38,46 +35,16 @@ return a && a.readyState >= 1 && a.duration > 0 ? a.duration : false;
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path, tiny_model_dir):
     driver = tiny_sweep(tmp_path, tiny_model_dir, n_trials=2)
     driver.run()
     cfg = driver.cfg0
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            cfg.tracking.tracking_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, url = start_server(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", cfg.tracking.tracking_uri, "--workers", "1"],
+        "/health",
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not start")
         yield url, cfg
     finally:
         proc.terminate()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from tests.helpers.services import free_port, wait_http
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"  # README screenshots, rewritten by the tests
 
@@ -37,25 +36,6 @@ def browser():
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_url(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
-
-
 def venv_script(name: str) -> str:
     """A console script installed next to this Python (optuna-dashboard, mlflow)."""
     return str(Path(sys.executable).parent / name)
@@ -71,7 +51,7 @@ def start(argv: list[str], health: str) -> tuple[subprocess.Popen, str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_url(url + health, proc)
+        wait_http(url + health, proc)
     except Exception:
         proc.terminate()
         raise

@@ -150,17 +150,22 @@ def pg_cluster():
             shutil.rmtree(root, ignore_errors=True)
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path | None = None, timeout_s: float = 90) -> None:
+    """Until `url` answers; fails at once if `proc` exits (with the tail of its `log`, when it writes one)."""
+
+    def tail() -> str:
+        return f":\n{log.read_text()[-3000:]}" if log is not None else ""
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}{tail()}")
         try:
             urllib.request.urlopen(url, timeout=1)
             return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s{tail()}")
 
 
 @pytest.fixture(scope="session")
