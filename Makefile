@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps demo sweep test test-fast dry-run lint format clean
 SWEEP ?= tiny
+# Test processes (pytest-xdist, whole files per process: module fixtures are built once). 2 fits a 2-core machine.
+TEST_WORKERS ?= 2
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -31,10 +33,10 @@ sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name i
 	$(VENV)/bin/qtts-sweep sweep $(SWEEP) $(ARGS)
 
 test: install system-deps ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q --durations=30
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: install system-deps ## unit tests only (skips the slow end-to-end tests)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 dry-run: install ## the whole path at the 1.7B size, random weights (CPU: ~13 GB RAM, ~14 min); prints a GPU memory plan
 	$(VENV)/bin/qtts-sweep dry-run model=qwen3_tts_1.7b_base $(ARGS)

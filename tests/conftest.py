@@ -9,6 +9,12 @@ import pytest
 
 from tests.helpers.services import mlflow_pg_server, pg_cluster  # noqa: F401  (one of each per session, for every module)
 
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # `make test` runs TEST_WORKERS pytest processes side by side: each (and every driver or model worker it starts)
+    # gets its share of the cores for torch, not all of them (oversubscribed OpenMP threads spin against each other).
+    _share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def runs_dir(tmp_path_factory) -> Path:
