@@ -135,16 +135,27 @@ def _states(db: Path) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig):
     db = tmp_path / "optuna.db"
-    sweep_file = tmp_path / "tiny3.yaml"  # the shipped tiny sweep with a budget of 3
-    sweep_file.write_text(
-        load_spec("tiny").source and Path(load_spec("tiny").source).read_text().replace("n_trials: 12", "n_trials: 3")
-    )
+    # the shipped tiny sweep with a budget of 3, and a second enqueued point on another training key, so that
+    # trial 1 certainly trains (a sampled point may reuse trial 0's epochs and finish within a poll interval)
+    text = Path(load_spec("tiny").source).read_text().replace("n_trials: 12", "n_trials: 3")
+    enqueue = "  - {train.lr: 3.0e-3, eval.epoch: 4, eval.lora_scale: 1.0}\n"
+    assert enqueue in text
+    sweep_file = tmp_path / "tiny3.yaml"
+    sweep_file.write_text(text.replace(enqueue, enqueue + "  - {train.lr: 1.0e-3, eval.epoch: 2, eval.lora_scale: 0.6}\n"))
     args = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep_file), *CHEAP, *_paths(tmp_path, tiny_model_dir)]
-    env = dict(os.environ)
+    stall = tmp_path / "stall"
+    stall.mkdir()
+    # the worker writes a marker and pauses mid-epoch and mid-save (QTTS_TEST_STALL): a signal sent while a marker
+    # exists reaches a trial that is certainly RUNNING, however loaded the machine is
+    env = {**os.environ, "QTTS_TEST_STALL": f"{stall}:1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # Let one trial finish, then stop the driver while the next one is RUNNING.
-        _wait_for(lambda: _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1 and "RUNNING" in _states(db))
+        # Let one trial finish, then stop the driver while the next one is RUNNING, mid-epoch.
+        _wait_for(
+            lambda: _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1
+            and _states(db)[-1:] == ["RUNNING"]
+            and any(stall.glob("epoch-*"))
+        )
         proc.send_signal(sig)
         proc.wait(timeout=120)
     finally:
@@ -152,6 +163,7 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
             proc.kill()
     if sig == signal.SIGINT:
         assert "RUNNING" not in _states(db)  # Ctrl-C leaves nothing running
+    env.pop("QTTS_TEST_STALL")
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     study = _study(tmp_path)
