@@ -275,7 +275,32 @@ def optuna_private_anywhere(sources: dict[str, Source]) -> list[str]:
     return out
 
 
+RESULT_HOME = "qtts_sweep.sweep.result"
+# what a completed trial carries (TrialResult.user_attrs); fidelity.py writes lines_used/lines_total as it goes
+RESULT_ATTRS = {"checkpoint", "eval_dir", "training_key", "summary", "trained_epochs", "epoch_reached", "constraints"}
+
+
+def trial_record_read_by_hand(sources: dict[str, Source]) -> list[str]:
+    """A trial's result is read through `sweep.result.StoredTrial`, not by `user_attrs["checkpoint"]` /
+    `user_attrs.get("eval_dir")` in each consumer (report, gc, promote, listen, selection once did)."""
+    out = []
+    for m, s in sources.items():
+        if m == RESULT_HOME:
+            continue
+        for node in ast.walk(s.tree):
+            target = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                target, name = node.value, node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                if node.args and isinstance(node.args[0], ast.Constant):
+                    target, name = node.func.value, node.args[0].value
+            if isinstance(target, ast.Attribute) and target.attr == "user_attrs" and name in RESULT_ATTRS:
+                out.append(f"{s.path.name}:{node.lineno} reads user_attrs[{name!r}] (use StoredTrial.of)")
+    return out
+
+
 RULES = {
+    "trial_record": trial_record_read_by_hand,
     "cycles": lambda src: [" -> ".join(c) for c in cycles(internal_edges(src))],
     "layering": layering_violations,
     "private": private_imports,
@@ -372,6 +397,7 @@ BREAKS = {
     "metrics": ("metrics/objective.py", "\ndef f():\n    from qtts_sweep.model import modeling  # noqa\n"),
     "qwen_tts": ("data/codes.py", "\ndef f():\n    from qwen_tts import Qwen3TTSTokenizer  # noqa\n"),
     "optuna_private": ("sweep/storage.py", "\ndef f(trial):\n    return trial._trial_id\n"),
+    "trial_record": ("production/gc.py", '\ndef f(trial):\n    return trial.user_attrs.get("checkpoint")\n'),
     "store_layout": ("production/gc.py", '\ndef f(store, key, e):\n    return store / key / f"epoch-{e}"\n'),
     "logging": ("sweep/report.py", "\ndef f():\n    import sys\n    print('warning: x', file=sys.stderr)\n"),
 }

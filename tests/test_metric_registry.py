@@ -153,8 +153,9 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
     from mlflow import MlflowClient
 
     from qtts_sweep.evaluate.scoring import BASE_KEY, Point, Scorer, eval_key, held_out_lines
-    from qtts_sweep.sweep.record import complete_attrs, complete_run
+    from qtts_sweep.sweep.record import complete_run
     from qtts_sweep.sweep.report import format_table
+    from qtts_sweep.sweep.result import TrialResult
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
     from qtts_sweep.train.loop import resolve_run
 
@@ -194,23 +195,14 @@ def test_a_toy_audio_metric_reaches_the_objective_the_report_table_and_mlflow(to
     assert ev.objective != pytest.approx(composite_score(ev.summary, without), rel=1e-6)
 
     # what a sweep trial records from this result: Optuna user attributes (the report) and the MLflow payload
-    result = {
-        "training_key": BASE_KEY,
-        "checkpoint": "",
-        "eval_dir": str(ev.dir),
-        "trained": [],
-        "objective": ev.objective,
-        "summary": ev.summary,
-        "per_line": [{k: v for k, v in row.items() if k != "codes"} for row in ev.per_line],
-        "backends": ev.backends,
-    }
+    result = TrialResult.of(None, ev)  # the base model: no checkpoint
     study = optuna.create_study(direction="maximize")
     study.add_trial(
         optuna.trial.create_trial(
             value=ev.objective,
             params={"eval.lora_scale": 0.0},
             distributions={"eval.lora_scale": optuna.distributions.FloatDistribution(0.0, 2.0)},
-            user_attrs=complete_attrs(result),
+            user_attrs=result.user_attrs(),
         )
     )
     header, row = format_table(study).splitlines()[1:3]

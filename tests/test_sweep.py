@@ -21,13 +21,13 @@ from qtts_sweep.sweep.report import format_table, objective_figure, plots, train
 from qtts_sweep.sweep.spec import SWEEPS_DIR, load_spec
 from qtts_sweep.sweep.storage import make_storage
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
-from tests.helpers.sweeps import CHEAP, tiny_sweep
+from tests.helpers.sweeps import CHEAP, tiny_paths, tiny_sweep
 
 pytestmark = pytest.mark.slow
 
 
 def _paths(tmp: Path, tiny_model_dir: Path) -> list[str]:
-    return [f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}"]
+    return tiny_paths(tmp, tiny_model_dir)
 
 
 def _driver(tmp, tiny_model_dir, name="tiny", n_trials=4, extra=(), **spec_changes):
@@ -141,7 +141,8 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     enqueue = "  - {train.lr: 3.0e-3, eval.epoch: 4, eval.lora_scale: 1.0}\n"
     assert enqueue in text
     sweep_file = tmp_path / "tiny3.yaml"
-    sweep_file.write_text(text.replace(enqueue, enqueue + "  - {train.lr: 1.0e-3, eval.epoch: 2, eval.lora_scale: 0.6}\n"))
+    second = "  - {train.lr: 1.0e-3, eval.epoch: 2, eval.lora_scale: 0.6}\n"
+    sweep_file.write_text(text.replace(enqueue, enqueue + second))
     args = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep_file), *CHEAP, *_paths(tmp_path, tiny_model_dir)]
     stall = tmp_path / "stall"
     stall.mkdir()
@@ -152,9 +153,11 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     try:
         # Let one trial finish, then stop the driver while the next one is RUNNING, mid-epoch.
         _wait_for(
-            lambda: _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1
-            and _states(db)[-1:] == ["RUNNING"]
-            and any(stall.glob("epoch-*"))
+            lambda: (
+                _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1
+                and _states(db)[-1:] == ["RUNNING"]
+                and any(stall.glob("epoch-*"))
+            )
         )
         proc.send_signal(sig)
         proc.wait(timeout=120)

@@ -50,7 +50,8 @@ class Study:
         d = self.tmp / f"eval-{n}"
         d.mkdir()
         (d / "result.json").write_text(json.dumps({"per_line": rows, "scale": scale}))
-        attrs = {"eval_dir": str(d), "checkpoint": checkpoint, "constraints": list(constraints), "summary": {}}
+        folder = self.tmp / "store" / checkpoint / f"epoch-{epoch}"  # a checkpoint folder, as a sweep records it
+        attrs = {"eval_dir": str(d), "checkpoint": str(folder), "constraints": list(constraints), "summary": {}}
         self.study.add_trial(
             optuna.trial.create_trial(
                 params={"eval.lora_scale": scale, "eval.epoch": epoch},

@@ -31,6 +31,7 @@ def protected(cfg: Config, storages: list[str], keep_top: int) -> tuple[set[Path
     import optuna
     import yaml
 
+    from qtts_sweep.sweep.result import StoredTrial
     from qtts_sweep.sweep.selection import kept_trials
     from qtts_sweep.sweep.storage import load_existing_study, make_storage
 
@@ -40,12 +41,12 @@ def protected(cfg: Config, storages: list[str], keep_top: int) -> tuple[set[Path
     studies = [(s.study_name, url) for url in storages for s in optuna.get_all_study_summaries(make_storage(url))]
     for name, url in studies:
         study = load_existing_study(name, url)
-        for t in kept_trials(study, keep_top):
-            if t.user_attrs.get("checkpoint"):
-                keep.add(Path(t.user_attrs["checkpoint"]).resolve())
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get("training_key"):
-                busy.add(t.user_attrs["training_key"])
+        for stored in map(StoredTrial.of, kept_trials(study, keep_top)):
+            if stored.checkpoint is not None:
+                keep.add(stored.checkpoint.path.resolve())
+        for stored in map(StoredTrial.of, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))):
+            if stored.training_key:
+                busy.add(stored.training_key)
             busy.add("*")  # a running trial's key is unknown until it reports: keep everything of unknown keys
     for bundle in Path(cfg.paths.production_dir).glob("*/production.yaml"):
         origin = (yaml.safe_load(bundle.read_text()) or {}).get("origin", {})

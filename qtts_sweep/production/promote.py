@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qtts_sweep.config.schema import Config
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.production.bundle import BUNDLE_FILE, Bundle, BundleError, sha256
+from qtts_sweep.train.store import CheckpointRef, CheckpointStore
 from qtts_sweep.util.urls import redact
 
 
@@ -30,8 +32,38 @@ class PromotionResult:
     preference: str = ""  # what listeners said about the promoted trial (qtts-sweep listen), if anything
 
 
-def _already_promoted(out: Path, study_name: str, trial, ckpt: Path) -> Bundle | None:
-    """The bundle at `out` if it is this very trial's (same study, trial and adapter bytes)."""
+@dataclass
+class Point:
+    """What promotion needs of a (checkpoint, scale) pair: a sweep's trial (`Point.of_trial`) or a point scored
+    outside a sweep (the dry run)."""
+
+    checkpoint: CheckpointRef
+    params: dict[str, Any]  # the searched values (`eval.epoch`, `eval.lora_scale`, ...), as the trial ran them
+    objective_val: float | list[float] | None  # the trial's value(s) on the val split
+    val: dict[str, float]  # its val-split metrics
+    study: str  # where it comes from (the bundle's origin)
+    trial: int
+    storage: str = ""
+    mlflow_run_id: str | None = None
+    why: str = ""  # how it was chosen
+
+    @classmethod
+    def of_trial(cls, trial: Any, study: str, storage: str, why: str) -> Point:
+        from qtts_sweep.sweep.result import StoredTrial
+        from qtts_sweep.sweep.selection import SelectionError
+        from qtts_sweep.util.problems import Problem
+
+        stored = StoredTrial.of(trial)
+        if stored.checkpoint is None:
+            rule = f"names no stored checkpoint in study `{study}`"
+            raise SelectionError([Problem("trial", trial.number, rule, "promote a trial a sweep completed")])
+        values = trial.values[0] if trial.values and len(trial.values) == 1 else trial.values
+        return cls(stored.checkpoint, dict(trial.params), values, stored.summary, study, trial.number, storage,
+                   stored.mlflow_run_id, why)  # fmt: skip
+
+
+def _already_promoted(out: Path, point: Point) -> Bundle | None:
+    """The bundle at `out` if it is this very point's (same study, trial and adapter bytes)."""
     if not (out / BUNDLE_FILE).is_file():
         return None
     try:
@@ -39,48 +71,50 @@ def _already_promoted(out: Path, study_name: str, trial, ckpt: Path) -> Bundle |
     except BundleError:
         return None
     same = (
-        existing.origin.get("study") == study_name
-        and existing.origin.get("trial") == trial.number
-        and sha256(existing.adapter) == sha256(_adapter_file(ckpt))
+        existing.origin.get("study") == point.study
+        and existing.origin.get("trial") == point.trial
+        and sha256(existing.adapter) == sha256(_adapter_file(point.checkpoint))
     )
     return existing if same else None
 
 
-def _adapter_file(ckpt: Path) -> Path:
-    from qtts_sweep.train.store import CheckpointRef, CheckpointStore
-
-    ref = CheckpointRef.from_path(ckpt)
+def _adapter_file(ref: CheckpointRef) -> Path:
     return CheckpointStore(ref.root).adapter_file(ref.key, ref.epoch)
 
 
 def promote(
     cfg: Config, study_name: str, storage: str, trial_number: int | None = None, name: str | None = None
 ) -> PromotionResult:
-    """Select, bundle, score on the test split, register. Promoting the same trial again changes nothing."""
-    from qtts_sweep.model.modeling import ensure_model_folder
+    """Select the sweep's pick (or `trial_number`), then `promote_point` it. Promoting the same trial again changes
+    nothing."""
     from qtts_sweep.sweep.selection import select_for_promotion
     from qtts_sweep.sweep.storage import load_existing_study
-    from qtts_sweep.tracking.mlflow_tracker import make_tracker
-    from qtts_sweep.train.store import model_identity
 
     study = load_existing_study(study_name, storage)
     trial, why = select_for_promotion(study, cfg.eval.objective, trial_number)
     heard = preference_note(study, trial.number, study_name)
-    name = name or study_name
+    return promote_point(cfg, Point.of_trial(trial, study_name, storage, why), name or study_name, heard)
+
+
+def promote_point(cfg: Config, point: Point, name: str, heard: str = "") -> PromotionResult:
+    """Bundle one (checkpoint, scale) point, score it on the test split, register it. Used by `promote` for a
+    sweep's trial and by the dry run for the one point it scored (no Optuna trial involved)."""
+    from qtts_sweep.model.modeling import ensure_model_folder
+    from qtts_sweep.tracking.mlflow_tracker import make_tracker
+    from qtts_sweep.train.store import model_identity
+
     out = Path(cfg.paths.production_dir) / name
-    ckpt = Path(trial.user_attrs["checkpoint"])
-    existing = _already_promoted(out, study_name, trial, ckpt)
+    existing = _already_promoted(out, point)
     if existing is not None:
         return PromotionResult(
-            out, trial.number, False, existing.metrics.get("test", {}), existing.origin.get("model_version"), why,
-            existing.metrics.get("stress"), heard,
+            out, point.trial, False, existing.metrics.get("test", {}), existing.origin.get("model_version"),
+            point.why, existing.metrics.get("stress"), heard,
         )  # fmt: skip
-    from qtts_sweep.train.store import CheckpointRef, CheckpointStore
-
+    ref = point.checkpoint
+    ckpt = ref.path
     # Checked against its manifest before anything is copied: a damaged adapter must not reach production.
-    ref = CheckpointRef.from_path(ckpt)
     CheckpointStore(ref.root).verify(ref.key, ref.epoch)
-    tcfg = trial_config(cfg, ckpt, trial)
+    tcfg = trial_config(cfg, ckpt, point.params)
     gate = stress_gate(tcfg, ckpt, cfg.production.stress)  # raises PromotionRefused before anything is written
     test = score_on_test(tcfg, ckpt)
     source = ensure_model_folder(tcfg.model)
@@ -93,32 +127,31 @@ def promote(
         batch_size=tcfg.eval.batch_size,
         decoding=tcfg.eval.decoding,
         origin={
-            "study": study_name,
-            "trial": trial.number,
-            "storage": redact(storage),
-            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-            "training_key": trial.user_attrs.get("training_key"),
+            "study": point.study,
+            "trial": point.trial,
+            "storage": redact(point.storage),
+            "mlflow_run_id": point.mlflow_run_id,
+            "training_key": ref.key,
             "epoch": tcfg.eval.epoch,
-            "params": trial.params,
-            "selection": why,
+            "params": point.params,
+            "selection": point.why,
         },
         metrics={
-            "objective_val": trial.values[0] if len(trial.values) == 1 else trial.values,
-            "val": trial.user_attrs.get("summary", {}),
+            "objective_val": point.objective_val,
+            "val": point.val,
             "test": test,
             **({"stress": gate.as_dict()} if gate else {}),
             **({"preference": heard} if heard else {}),
         },
     ).save(out, ckpt)
-    tags = {"study": study_name, "trial": str(trial.number)}
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    tags = {"study": point.study, "trial": str(point.trial)}
     tracker = make_tracker(cfg.tracking)
     if gate is not None:
-        tracker.log_parent_metrics(run_id, gate.metrics())  # on the trial's own run, beside its val metrics
-    version = tracker.register_bundle(f"qtts-{name}", out, run_id, tags)
+        tracker.log_parent_metrics(point.mlflow_run_id, gate.metrics())  # on the trial's own run, beside its val
+    version = tracker.register_bundle(f"qtts-{name}", out, point.mlflow_run_id, tags)
     if version is not None:
         bundle.update_origin(model_version=version)
-    return PromotionResult(out, trial.number, True, test, version, why, gate.as_dict() if gate else None, heard)
+    return PromotionResult(out, point.trial, True, test, version, point.why, gate.as_dict() if gate else None, heard)
 
 
 def preference_note(study, number: int, study_name: str) -> str:
@@ -155,14 +188,14 @@ def stress_gate(tcfg: Config, ckpt: Path, cfg):
     return report
 
 
-def trial_config(cfg: Config, ckpt: Path, trial) -> Config:
+def trial_config(cfg: Config, ckpt: Path, params: dict[str, Any]) -> Config:
     """The trial's config: the checkpoint's saved config, the trial's eval params, today's paths and tracking."""
     from omegaconf import OmegaConf
 
     saved = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(ckpt / "config.yaml"))
     tcfg: Config = OmegaConf.to_object(saved)
-    epoch = int(trial.params.get("eval.epoch", tcfg.eval.epoch))
-    scale = round(float(trial.params.get("eval.lora_scale", tcfg.eval.lora_scale)), 10)  # as the sweep ran it
+    epoch = int(params.get("eval.epoch", tcfg.eval.epoch))
+    scale = round(float(params.get("eval.lora_scale", tcfg.eval.lora_scale)), 10)  # as the sweep ran it
     return dataclasses.replace(
         tcfg,
         paths=cfg.paths,

@@ -2,13 +2,14 @@
 
 Owns: sweep files (`spec`), the trial loop (`driver`), the worker process and its pipe protocol (`worker`),
 Optuna storage (`storage`), samplers and pruners (`search`), trial heartbeats (`heartbeat`), stale-trial recovery
-and the one re-queue policy (`recovery`), multi-fidelity over lines (`fidelity`), warm start from earlier studies
-(`warm_start`), the simulated search of `bench search` (`simulation`), the Hydra sweeper entry, blind listening
-(`listen`, `preference`), and the end-of-sweep report. Does not own: what a trial computes (`qtts_sweep.train`,
-`qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`), promotion (`qtts_sweep.production`).
+and the one re-queue policy (`recovery`), a trial's result record (`result`), multi-fidelity over lines
+(`fidelity`), warm start from earlier studies (`warm_start`), the simulated search of `bench search`
+(`simulation`), the Hydra sweeper entry, blind listening (`listen`, `preference`), and the end-of-sweep report.
+Does not own: what a trial computes (`qtts_sweep.train`, `qtts_sweep.evaluate`), MLflow calls
+(`qtts_sweep.tracking`), promotion (`qtts_sweep.production`).
 
 Modules: `driver`, `fidelity`, `heartbeat`, `hydra_app`, `launch`, `listen`, `phases`, `preference`, `progress`,
-`protocol`, `record`, `recovery`, `report`, `search`, `selection`, `simulation`, `slurm`, `spec`, `storage`,
+`protocol`, `record`, `recovery`, `report`, `result`, `search`, `selection`, `simulation`, `slurm`, `spec`, `storage`,
 `warm_start`, `worker`.
 Imports from the package: config, data, evaluate, metrics, model, tracking, train, util.
 """

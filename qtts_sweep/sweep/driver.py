@@ -36,6 +36,7 @@ from qtts_sweep.sweep.recovery import (
     requeue_once,
     tag_trial,
 )
+from qtts_sweep.sweep.result import TrialResult
 from qtts_sweep.sweep.search import open_study
 from qtts_sweep.sweep.selection import OBJECTIVE_ATTR, best_summary
 from qtts_sweep.sweep.spec import SweepSpec, apply_params, overrides_for, suggest
@@ -300,8 +301,8 @@ class SweepDriver:
             elif kind == "done":
                 from optuna.exceptions import UpdateFinishedTrialError
 
-                result = msg[1]
-                self.phases.merge(result.get("phases", {}))
+                result: TrialResult = msg[1]
+                self.phases.merge(result.phases)
                 try:
                     with self.phases("storage"):
                         record.record_complete(
@@ -310,8 +311,8 @@ class SweepDriver:
                         self._tell(study, trial, self._values(result))
                 except UpdateFinishedTrialError:
                     return self._lost(trial, tracker, run_id, result)
-                how = "reused checkpoint" if not result["trained"] else f"trained {result['trained']}"
-                self.log(f"trial {trial.number}: objective {result['objective']:.4f} ({how})")
+                how = "reused checkpoint" if result.reused else f"trained {result.trained}"
+                self.log(f"trial {trial.number}: objective {result.objective:.4f} ({how})")
                 return trial.number
             elif kind == "pruned":
                 record.record_training(trial, relay.key, relay.trained, max(relay.steps, default=0))
@@ -336,16 +337,16 @@ class SweepDriver:
             self.log(f"trial {trial.number}: re-queued once (not the trial's own failure)")
         return number
 
-    def _lost(self, trial, tracker, run_id: str | None, result: dict | None) -> int:
+    def _lost(self, trial, tracker, run_id: str | None, result: TrialResult | None) -> int:
         """Another driver failed this trial while it ran here (it judged it stale, e.g. after a database outage
         longer than the grace period) and re-queued it. Nothing more can be written to the finished trial: what
         this driver has goes to the trial's MLflow run and the log, and the sweep goes on (the retry reuses the
         checkpoint and the cached evaluation, so it costs little)."""
-        got = f"objective {result['objective']:.4f}" if result and "objective" in result else "no result yet"
+        got = f"objective {result.objective:.4f}" if result is not None else "no result yet"
         reason = f"failed by another driver while running here ({got}); re-queued there"
         tags = {"fail_reason": reason}
-        if result and "objective" in result:
-            tags["objective_unrecorded"] = f"{result['objective']:.6f}"
+        if result is not None:
+            tags["objective_unrecorded"] = f"{result.objective:.6f}"
         tracker.finish_trial(run_id, "FAILED", tags=tags)
         self.log(f"trial {trial.number}: {reason}")
         return trial.number
@@ -365,12 +366,12 @@ class SweepDriver:
                 raise
             self._stopped = self._stopped or "every grid point has been run"
 
-    def _values(self, result: dict) -> float | list[float]:
+    def _values(self, result: TrialResult) -> float | list[float]:
         if not self.spec.multi:
-            return float(result["objective"])
+            return float(result.objective)
         from qtts_sweep.metrics.objective import objective_vector
 
-        return objective_vector(result["summary"], self.spec.objectives)
+        return objective_vector(result.summary, self.spec.objectives)
 
     def _fail(self, study, trial, tracker, run_id, kind: str, message: str, steps: dict | None = None) -> int:
         from optuna.trial import TrialState

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.sweep import preference, selection
+from qtts_sweep.sweep.result import StoredTrial
 
 DEFAULT_PAIRS = 4
 
@@ -53,13 +54,13 @@ def candidates(study: Any, k: int = DEFAULT_PAIRS) -> list[Candidate]:
     out: list[Candidate] = []
     seen: set[tuple] = set()
     for t in selection.top_trials(study, 10_000):
-        pair = (t.user_attrs.get("checkpoint"), t.params.get("eval.lora_scale"))
-        eval_dir = t.user_attrs.get("eval_dir")
-        if pair in seen or not eval_dir or not (Path(eval_dir) / "result.json").is_file():
+        stored = StoredTrial.of(t)
+        pair = (stored.checkpoint_path, t.params.get("eval.lora_scale"))
+        if pair in seen or stored.result_file is None:
             continue
         seen.add(pair)
-        result = json.loads((Path(eval_dir) / "result.json").read_text())
-        wavs = {r["id"]: Path(eval_dir) / r["wav"] for r in result["per_line"] if r.get("seed", 0) == 0}
+        result = json.loads(stored.result_file.read_text())
+        wavs = {r["id"]: stored.eval_dir / r["wav"] for r in result["per_line"] if r.get("seed", 0) == 0}
         out.append(Candidate(t.number, float(t.value), {i: p for i, p in wavs.items() if p.is_file()}))
         if len(out) == k:
             break
@@ -71,13 +72,13 @@ def held_out_lines(study: Any, pool: list[Candidate], data_dir: str) -> list[Lin
     trial's checkpoint was trained on) and the codec ceiling (the recording through the codec), where found."""
     from qtts_sweep.data.rows import read_split
 
-    best = next(t for t in study.get_trials(deepcopy=False) if t.number == pool[0].trial)
-    result = json.loads((Path(best.user_attrs["eval_dir"]) / "result.json").read_text())
+    best = StoredTrial.of(next(t for t in study.get_trials(deepcopy=False) if t.number == pool[0].trial))
+    result = json.loads(best.result_file.read_text())
     ceiling = result.get("ceiling") or {}
     ceiling_wavs = {r["id"]: Path(ceiling["dir"]) / r["wav"] for r in ceiling.get("per_line", [])}
     recordings: dict[str, Path] = {}
-    saved = Path(best.user_attrs.get("checkpoint", "")) / "config.yaml"
-    if saved.is_file():
+    saved = best.checkpoint.path / "config.yaml" if best.checkpoint is not None else None
+    if saved is not None and saved.is_file():
         import yaml
 
         name = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("name")

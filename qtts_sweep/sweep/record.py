@@ -1,15 +1,17 @@
 """What a finished trial leaves behind: its Optuna user attributes and its MLflow run's payload.
 
-Owns: turning a worker's result (or failure) into the trial's user attributes (`training_key`, `checkpoint`,
-`eval_dir`, `summary`, `constraints`, `reused`, `fail_reason`, ...) and into the arguments of the tracker's
-`finish_trial`. Does not own: telling Optuna the trial's state (the driver does, after this), MLflow calls
-themselves (qtts_sweep.tracking).
+Owns: writing a worker's `TrialResult` (its `user_attrs()`, result.py) or failure onto the trial (`fail_reason`,
+what a pruned or failed trial trained) and turning it into the arguments of the tracker's `finish_trial`. Does
+not own: telling Optuna the trial's state (the driver does, after this), MLflow calls themselves
+(qtts_sweep.tracking).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from qtts_sweep.sweep.result import TrialResult
 
 
 def fail_reason(kind: str, message: str) -> str:
@@ -18,56 +20,31 @@ def fail_reason(kind: str, message: str) -> str:
     return f"{kind}: {first}"[:1000]
 
 
-def constraint_values(summary: dict[str, float]) -> list[float]:
-    """Optuna constraint values (<= 0 feasible) in a stable order, from the `constraint_*` summary keys."""
-    return [v for k, v in sorted(summary.items()) if k.startswith("constraint_")]
-
-
-def complete_attrs(result: dict[str, Any]) -> dict[str, Any]:
-    """User attributes of a completed trial (read by report, promotion, gc and the next driver)."""
-    return {
-        "training_key": result["training_key"],
-        "checkpoint": result["checkpoint"],
-        "eval_dir": result["eval_dir"],
-        "trained_epochs": result["trained"],
-        "epoch_reached": max([int(e) for e in result.get("epoch_metrics", {})] or [0]),
-        "timings": result.get("timings", {}),
-        "constraints": constraint_values(result["summary"]),
-        "reused": not result["trained"],
-        "summary": {k: v for k, v in result["summary"].items() if not k.endswith("_std")},
-        "lines_used": result.get("lines_used"),
-        "lines_total": result.get("lines_total"),
-    }
-
-
-def complete_run(result: dict[str, Any], training_run: str | None, steps: dict[int, dict]) -> dict[str, Any]:
+def complete_run(result: TrialResult, training_run: str | None, steps: dict[int, dict]) -> dict[str, Any]:
     """Keyword arguments of `tracker.finish_trial(run_id, "FINISHED", **...)` for a completed trial."""
+    checkpoint = str(result.checkpoint.path) if result.checkpoint is not None else ""
     return {
-        "metrics": {**result["summary"], "objective": result["objective"]},
-        "params": {
-            "training_key": result["training_key"],
-            "reused": bool(not result["trained"]),
-            "checkpoint": result["checkpoint"],
-        },
+        "metrics": {**result.summary, "objective": result.objective},
+        "params": {"training_key": result.training_key or "", "reused": result.reused, "checkpoint": checkpoint},
         "tags": {
             "training_run_id": training_run or "",
-            "checkpoint": result["checkpoint"],
-            "training_key": result["training_key"],
-            "metric_backends": result["backends"],
+            "checkpoint": checkpoint,
+            "training_key": result.training_key or "",
+            "metric_backends": result.backends,
         },
-        "artifacts": Path(result["eval_dir"]),
-        "table": result["per_line"],
+        "artifacts": result.eval_dir,
+        "table": result.per_line,
         "steps": steps,
     }
 
 
 def record_complete(
-    trial, result: dict, tracker: Any, run_id: str | None, training_run: str | None, steps: dict, runs_dir=None
+    trial, result: TrialResult, tracker: Any, run_id: str | None, training_run: str | None, steps: dict, runs_dir=None
 ):
-    for key, value in complete_attrs(result).items():
+    for key, value in result.user_attrs().items():
         trial.set_user_attr(key, value)
     if runs_dir is not None:
-        upload_wavs(trial, Path(result["eval_dir"]), artifact_dir(runs_dir))
+        upload_wavs(trial, result.eval_dir, artifact_dir(runs_dir))
     tracker.finish_trial(run_id, "FINISHED", **complete_run(result, training_run, steps))
 
 
@@ -112,23 +89,3 @@ def record_pruned(tracker: Any, run_id: str | None, epoch: int, steps: dict) -> 
 def record_interrupted(trial, tracker: Any, run_id: str | None) -> None:
     trial.set_user_attr("interrupted", True)
     tracker.finish_trial(run_id, "KILLED", tags={"fail_reason": "interrupted (Ctrl-C); re-queued"})
-
-
-def record_scored_point(storage: str, study_name: str, params: dict[str, Any], max_epochs: int, result: dict) -> None:
-    """A completed trial for a point scored outside a sweep (the dry run), so that `promote` can read it like any
-    other: `params` are `eval.epoch` / `eval.lora_scale`, `result` what `complete_attrs` reads plus `objective`."""
-    import math
-
-    import optuna
-
-    distributions = {
-        "eval.epoch": optuna.distributions.IntDistribution(1, max_epochs),
-        "eval.lora_scale": optuna.distributions.FloatDistribution(0.0, 2.0),
-    }
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
-    value = result["objective"] if math.isfinite(result["objective"]) else 0.0
-    study.add_trial(
-        optuna.trial.create_trial(
-            params=params, distributions=distributions, value=value, user_attrs=complete_attrs(result)
-        )
-    )

@@ -18,31 +18,33 @@ from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.paired import MIN_LINES, PairedDiff, Verdict
 from qtts_sweep.sweep import preference, selection
 from qtts_sweep.sweep.recovery import requeued
+from qtts_sweep.sweep.result import StoredTrial
 from qtts_sweep.sweep.spec import is_training_param
 from qtts_sweep.sweep.storage import load_existing_study
 from qtts_sweep.sweep.warm_start import ATTR as WARM_ATTR
 
 
 def _row(t, retried: set[int]) -> dict[str, Any]:
+    stored = StoredTrial.of(t)
     return {
         "number": t.number,
         "state": t.state.name + (" (re-queued)" if t.number in retried else ""),
         "value": t.values[0] if t.values and len(t.values) == 1 else t.values,
         "params": t.params,
-        "summary": t.user_attrs.get("summary", {}),
-        "reused": t.user_attrs.get("reused"),
-        "fail_reason": t.user_attrs.get("fail_reason"),
-        "checkpoint": t.user_attrs.get("checkpoint"),
-        "eval_dir": t.user_attrs.get("eval_dir"),
-        "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-        "lines": _lines(t),
+        "summary": stored.summary,
+        "reused": stored.reused,
+        "fail_reason": stored.fail_reason,
+        "checkpoint": stored.checkpoint_path,
+        "eval_dir": str(stored.eval_dir) if stored.eval_dir else None,
+        "mlflow_run_id": stored.mlflow_run_id,
+        "lines": _lines(stored),
         "warm_start": t.user_attrs.get(WARM_ATTR),
     }
 
 
-def _lines(t) -> str:
+def _lines(t: StoredTrial) -> str:
     """Lines a trial was scored on: `used/total` under multi-fidelity (fidelity.py), else the lines scored."""
-    used, total = t.user_attrs.get("lines_used"), t.user_attrs.get("lines_total")
+    used, total = t.lines_used, t.lines_total
     if used is None:
         return "-"
     return f"{used}/{total}" if total is not None and total != used else str(used)
@@ -358,13 +360,13 @@ def training_summary(study, store_dir: str | Path | None = None) -> dict[str, in
     own records cannot see."""
     trained: dict[tuple[str, int], int] = {}
     needed: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        key = t.user_attrs.get("training_key")
+    for stored in map(StoredTrial.of, study.get_trials(deepcopy=False)):
+        key = stored.training_key
         if not key:
             continue
-        for e in t.user_attrs.get("trained_epochs", []):
+        for e in stored.trained_epochs:
             trained[(key, e)] = trained.get((key, e), 0) + 1
-        needed[key] = max(needed.get(key, 0), int(t.user_attrs.get("epoch_reached", 0)))
+        needed[key] = max(needed.get(key, 0), stored.epoch_reached)
     out = {
         "epochs_trained": sum(trained.values()),
         "lower_bound": sum(needed.values()),

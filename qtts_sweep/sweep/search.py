@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtts_sweep.sweep.result import StoredTrial
 from qtts_sweep.sweep.spec import SweepSpec
 
 
 def trial_constraints(trial) -> list[float]:
     """Optuna constraints_func: the violations the driver stored (<= 0 feasible); none yet counts as feasible."""
-    return list(trial.user_attrs.get("constraints", [0.0]))
+    return StoredTrial.of(trial).constraints or [0.0]
 
 
 def make_sampler(spec: SweepSpec):

@@ -8,13 +8,13 @@ bundles (qtts_sweep.production) or the statistics (qtts_sweep.metrics.paired).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from qtts_sweep.config.schema import ObjectiveConfig
 from qtts_sweep.metrics.objective import LineObjective, line_scores
 from qtts_sweep.metrics.paired import Candidate, Verdict, choose
 from qtts_sweep.sweep.fidelity import full_lines
+from qtts_sweep.sweep.result import StoredTrial
 from qtts_sweep.util.problems import Problem, ValidationError
 
 OBJECTIVE_ATTR = "objective"  # study user attribute: the sweep's `eval.objective` as a dict (driver.prepare)
@@ -63,7 +63,7 @@ def _by_number(study, number: int):
 
 def feasible(trial) -> bool:
     """The trial met every constraint the sweep set (`constraints` user attribute, Optuna's <= 0 convention)."""
-    return all(float(v) <= 0.0 for v in trial.user_attrs.get("constraints", []))
+    return all(v <= 0.0 for v in StoredTrial.of(trial).constraints)
 
 
 def select_trial(study, trial_number: int | None = None):
@@ -104,21 +104,22 @@ def best_summary(study) -> dict[str, Any] | None:
         best = select_trial(study)
     else:
         best, _ = select_for_promotion(study, ObjectiveConfig())
+    stored = StoredTrial.of(best)
     return {
         "number": best.number,
         "values": best.values,
         "params": best.params,
-        "checkpoint": best.user_attrs.get("checkpoint"),
-        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        "checkpoint": stored.checkpoint_path,
+        "mlflow_run_id": stored.mlflow_run_id,
     }
 
 
 def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
     """A completed trial's per-(line, seed) composite scores, with the study's weights and reference; None when
     its result is gone (a cleaned runs/ folder) or it has no single objective value."""
-    eval_dir = trial.user_attrs.get("eval_dir")
-    path = Path(eval_dir) / "result.json" if eval_dir else None
-    if path is None or not path.is_file() or trial.values is None or len(trial.values) != 1:
+    stored = StoredTrial.of(trial)
+    path = stored.result_file
+    if path is None or trial.values is None or len(trial.values) != 1:
         return None
     result = json.loads(path.read_text())
     ceiling = (result.get("ceiling") or {}).get("per_line")
@@ -126,7 +127,7 @@ def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
     scores = line_scores(result["per_line"], weights, ceiling)
     statistic = LineObjective(result["per_line"], weights, ceiling).on  # what the trial's value is, per resample
     scale = trial.params.get("eval.lora_scale", result.get("scale"))
-    pair = (trial.user_attrs.get("checkpoint"), round(float(scale), 6) if scale is not None else None)
+    pair = (stored.checkpoint_path, round(float(scale), 6) if scale is not None else None)
     return Candidate(trial.number, float(trial.value), dict(trial.params), scores, statistic, pair, feasible(trial))
 
 

@@ -3,8 +3,8 @@
 The driver sends one trial at a time over a pipe (protocol.py); the worker makes sure the checkpoint exists
 (reuse / resume / train, reporting each epoch's validation loss back and obeying the pruner's answer), scores the
 val lines at the trial's LoRA scale with the one scoring function (`qtts_sweep.evaluate.scoring.Scorer`), and
-returns plain data. A segfault or out-of-memory kill takes only this process down: the driver records the trial
-as failed and starts a new worker.
+returns a `TrialResult` (result.py). A segfault or out-of-memory kill takes only this process down: the driver
+records the trial as failed and starts a new worker.
 
 Owns: serving requests, per-process caches (checked datasets, model identities, the scorer), timing its own
 phases (dataset, model, training, evaluation: `phases.PhaseClock`, sent with each reply). Does not own: Optuna,
@@ -22,6 +22,7 @@ from typing import Any
 from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep.phases import PhaseClock
 from qtts_sweep.sweep.protocol import TrialRequest
+from qtts_sweep.sweep.result import TrialResult
 from qtts_sweep.util import quiet
 
 
@@ -112,7 +113,7 @@ def _epoch_callback(req: TrialRequest, conn: Any, key: str, paused: list[float],
     return on_epoch
 
 
-def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any]:
+def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> TrialResult:
     from qtts_sweep.evaluate.scoring import Point
     from qtts_sweep.train.loop import ensure_epoch
 
@@ -126,39 +127,25 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> dict[str, Any
     on_epoch = _epoch_callback(req, conn, run.key, paused, state.clock)
     loaded = state.scorer.synth.loaded
     with state.clock("training"):
-        result = ensure_epoch(cfg, cfg.eval.epoch, on_epoch=on_epoch, run=run, progress=False, loaded=loaded)
+        trained = ensure_epoch(cfg, cfg.eval.epoch, on_epoch=on_epoch, run=run, progress=False, loaded=loaded)
     t_train = time.perf_counter() - t1 - paused[0]
-    if result.trained:
+    if trained.trained:
         state.scorer.adapter_changed()
     t2 = time.perf_counter()
     conn.send(("phase", f"synthesis and scoring at scale {cfg.eval.lora_scale:g}"))
-    point = Point(run.key, cfg.eval.epoch, result.checkpoint, cfg.eval.lora_scale)
+    point = Point(run.key, cfg.eval.epoch, trained.checkpoint, cfg.eval.lora_scale)
     with state.clock("evaluation"):
         if req.fidelity is None:
             ev = state.scorer.score(cfg, run.dataset, point)
-            objective, lines = ev.objective, len({r["id"] for r in ev.per_line})
+            result = TrialResult.of(trained, ev, lines=len({r["id"] for r in ev.per_line}))
         else:
             ev, objective, lines = _score_in_chunks(req, state, conn, run.dataset, point)
-    return {
-        "timings": {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2},
-        "phases": state.take_phases(),
-        "training_key": run.key,
-        "training_dir": str(run.dir),
-        "checkpoint": str(result.checkpoint),
-        "trained": result.trained,
-        "reused": result.reused,
-        "epoch_metrics": {str(k): v for k, v in result.metrics.items()},
-        "objective": objective,
-        "lines_used": lines,
-        "lines_total": lines,
-        "synthesized": ev.synthesized,
-        "summary": {**ev.summary, "composite_of_means": ev.objective} if req.fidelity else ev.summary,
-        "eval_dir": str(ev.dir),
-        "eval_cached": ev.cached,
-        "per_line": [{k: v for k, v in row.items() if k != "codes"} for row in ev.per_line],
-        "backends": ev.backends,
-        "dataset_hash": run.dataset.hash,
-    }
+            result = TrialResult.of(trained, ev, lines=lines, objective=objective)
+            result.summary["composite_of_means"] = ev.objective
+    result.dataset_hash = run.dataset.hash
+    result.timings = {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2}
+    result.phases = state.take_phases()
+    return result
 
 
 def _score_in_chunks(req: TrialRequest, state: WorkerState, conn: Any, dataset: Any, point: Any):
@@ -198,7 +185,8 @@ def run_base(req: TrialRequest, state: WorkerState) -> dict[str, Any]:
 
 
 def _serve(msg: tuple, state: WorkerState, conn: Any) -> tuple:
-    """The reply to one request; any failure is the trial's, reported with its kind (the worker lives on)."""
+    """The reply to one request (a `TrialResult`, or the base model's plain dict); any failure is the trial's,
+    reported with its kind (the worker lives on)."""
     req: TrialRequest = msg[1]
     try:
         return ("done", run_base(req, state) if req.base else run_trial(req, state, conn))

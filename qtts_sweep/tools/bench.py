@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qtts_sweep.sweep.phases import PhaseClock, breakdown, mean_phases, read
+from qtts_sweep.sweep.result import StoredTrial
 
 
 def _timed(cmd: list[str], env: dict) -> float:
@@ -218,15 +219,15 @@ def bench_sweep(n_trials: int = 24, overrides: list[str] | None = None) -> float
 
 
 def _print_sweep_bench(trials: list, outcome: Any, driver: Any, wall_a: float, b: tuple, c: tuple) -> None:
-    timings = [{"trained": t.user_attrs.get("trained_epochs", []), **t.user_attrs.get("timings", {})} for t in trials]
+    stored = [StoredTrial.of(t) for t in trials]
+    timings = [{"trained": s.trained_epochs, **s.timings} for s in stored]
     epochs_a = sum(len(t["trained"]) for t in timings)
     work_a = sum(t.get("train_s", 0) + t.get("eval_s", 0) for t in timings) + outcome.base_eval_s
     # one-time: waiting for the worker's spawn, imports and model load, then the first data check
     startup = driver.worker.warm_wait + (timings[0].get("setup_s", 0.0) if timings else 0.0)
     keys: dict[str, int] = {}
-    for t in trials:
-        k = t.user_attrs["training_key"]
-        keys[k] = max(keys.get(k, 0), t.params["eval.epoch"])
+    for t, s in zip(trials, stored, strict=True):
+        keys[s.training_key] = max(keys.get(s.training_key, 0), t.params["eval.epoch"])
     bound = sum(keys.values())
     overhead = wall_a - work_a
     n = len(trials)

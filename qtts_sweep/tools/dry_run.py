@@ -532,27 +532,6 @@ def _timed(synth: Any, totals: dict[str, float]) -> None:
     synth.generate = timed_generate
 
 
-def _record_trial(cfg: Config, storage: str, ev: Any, result: Any) -> None:
-    """The one-trial study `promote` reads, with what a sweep records for a completed trial."""
-    from qtts_sweep.sweep.record import record_scored_point
-
-    record_scored_point(
-        storage,
-        STUDY,
-        {"eval.epoch": cfg.eval.epoch, "eval.lora_scale": cfg.eval.lora_scale},
-        cfg.train.max_epochs,
-        {
-            "training_key": result.key,
-            "checkpoint": str(result.checkpoint),
-            "eval_dir": str(ev.dir),
-            "trained": result.trained,
-            "epoch_metrics": {str(e): m for e, m in result.metrics.items()},
-            "summary": ev.summary,
-            "objective": ev.objective,
-        },
-    )
-
-
 def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any], None]) -> dict[str, Any]:
     """The package's own entry points, in order; `measure(loaded, dataset)` runs on the loaded training model
     before its epoch. The only place that calls into prepare / train / evaluate / promote / export."""
@@ -561,7 +540,8 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
     from qtts_sweep.model import modeling
     from qtts_sweep.model.lora import apply_lora
     from qtts_sweep.production.export import export_merged
-    from qtts_sweep.production.promote import promote
+    from qtts_sweep.production.promote import Point as PromotionPoint
+    from qtts_sweep.production.promote import promote_point
     from qtts_sweep.train.loop import ensure_epoch, resolve_run, steps_per_epoch
 
     with meter.phase("prepare (real-size codec)"):
@@ -584,13 +564,13 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
         ev = scorer.score(cfg, ds, Point(run.key, 1, result.checkpoint, cfg.eval.lora_scale))
         del scorer
         release_memory()
-    storage = f"sqlite:///{Path(cfg.paths.runs_dir) / 'optuna.db'}"
-    _record_trial(cfg, storage, ev, result)
     with meter.phase("promote (test split scored)"):
         # no production gate: random weights never stop, so it would refuse (tests/test_stress_gate.py covers it)
         no_gate = dataclasses.replace(cfg.production.stress, lines=0)
         gate_off = dataclasses.replace(cfg, production=dataclasses.replace(cfg.production, stress=no_gate))
-        promoted = promote(gate_off, STUDY, storage, name=STUDY)
+        params = {"eval.epoch": 1, "eval.lora_scale": cfg.eval.lora_scale}
+        point = PromotionPoint(result.ref, params, ev.objective, ev.summary, STUDY, 0, why="the dry run's one point")
+        promoted = promote_point(gate_off, point, STUDY)
         release_memory()
     with meter.phase("export merged model"):
         exported = export_merged(cfg, str(promoted.bundle), Path(cfg.paths.runs_dir) / "export")

@@ -25,6 +25,7 @@ from qtts_sweep.data.rows import PreparedRow
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import (
     Checkpoint,
+    CheckpointRef,
     CheckpointStore,
     CorruptEntry,
     TrainerState,
@@ -64,6 +65,11 @@ class TrainResult:
     trained: list[int] = field(default_factory=list)
     reused: list[int] = field(default_factory=list)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per epoch, reused ones included
+
+    @property
+    def ref(self) -> CheckpointRef:
+        """The checkpoint as code outside train/ names it."""
+        return CheckpointRef.from_path(self.checkpoint)
 
 
 def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: str | None = None) -> TrainingRun:
