@@ -17,6 +17,7 @@ from qtts_sweep.data.prepare import prepare_dataset
 from qtts_sweep.evaluate.scoring import CEILING_PREFIX, Point, Scorer
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import CEILING_FLOOR, ObjectiveWeights, composite_score, line_scores
+from tests.helpers.sweeps import tiny_paths
 
 CHEAP = [
     "model=tiny",
@@ -32,7 +33,7 @@ CHEAP = [
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, tiny_model_dir):
     runs = tmp_path_factory.mktemp("ceiling")
-    base = [*CHEAP, f"paths.runs_dir={runs}", f"paths.models_dir={tiny_model_dir.parent}"]
+    base = [*CHEAP, *tiny_paths(runs, tiny_model_dir)]
     cfg_c = load_config([*base, "eval.objective.reference=ceiling"])
     cfg_g = load_config([*base, "eval.objective.reference=ground_truth"])
     ds = prepare_dataset(cfg_c, progress=False)

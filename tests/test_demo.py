@@ -7,12 +7,13 @@ import pytest
 import soundfile as sf
 
 from qtts_sweep.cli import main
+from tests.helpers.sweeps import tiny_paths
 
 
 @pytest.mark.slow
 def test_demo_sweeps_promotes_and_synthesizes(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("QTTS_RUNS_DIR", str(tmp_path))
-    args = ["demo", f"paths.models_dir={tiny_model_dir.parent}"]
+    args = ["demo", *tiny_paths(tmp_path, tiny_model_dir)[1:]]  # the runs folder: QTTS_RUNS_DIR
     assert main(args) == 0
     out = capsys.readouterr().out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")

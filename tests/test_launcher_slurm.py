@@ -18,7 +18,7 @@ from qtts_sweep.config.schema import ConfigError
 from qtts_sweep.sweep.slurm import check_services, make_executor
 from qtts_sweep.util.problems import ValidationError
 from tests.helpers.services import free_port
-from tests.helpers.sweeps import CHEAP, two_trial_sweep
+from tests.helpers.sweeps import CHEAP, tiny_paths, two_trial_sweep
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -65,7 +65,7 @@ def test_local_executor_two_jobs_share_the_budget(tmp_path, tiny_model_dir):
 
     sweep = two_trial_sweep(tmp_path)
     overrides = [
-        *CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}", "tracking=none",
+        *CHEAP, *tiny_paths(tmp_path, tiny_model_dir), "tracking=none",
         "launcher=slurm", "launcher.cluster=local", "launcher.cpus=1", "launcher.time_min=20",
     ]  # fmt: skip
     assert main(["sweep", str(sweep), "--workers", "2", *overrides]) == 0
@@ -211,7 +211,7 @@ def test_real_slurm_two_jobs_and_a_scheduler_stop(
     monkeypatch.setenv(STORAGE_ENV, storage)
     server, _ = mlflow_pg_server
     overrides = [
-        *CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}",
+        *CHEAP, *tiny_paths(tmp_path, tiny_model_dir),
         f"tracking.tracking_uri={server.uri}", "launcher=slurm", "launcher.cpus=1", "launcher.mem=1500M",
         "launcher.gres=null", "launcher.time_min=20",
     ]  # fmt: skip

@@ -8,6 +8,7 @@ import pytest
 from qtts_sweep.config.loader import load_config
 from qtts_sweep.data.prepare import prepare_dataset
 from qtts_sweep.evaluate.scoring import Point, Scorer
+from tests.helpers.sweeps import tiny_paths
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ CHEAP = [
 
 
 def test_adding_lines_extends_a_result_instead_of_recomputing_it(tmp_path, tiny_model_dir):
-    cfg = load_config([*CHEAP, f"paths.runs_dir={tmp_path}", f"paths.models_dir={tiny_model_dir.parent}"])
+    cfg = load_config([*CHEAP, *tiny_paths(tmp_path, tiny_model_dir)])
     ds = prepare_dataset(cfg, progress=False)
     scorer = Scorer()
     first = scorer.score(cfg, ds, Point.base(), n_lines=2)

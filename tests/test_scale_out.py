@@ -23,7 +23,7 @@ from qtts_sweep.sweep.storage import journal_storage, load_existing_study
 from qtts_sweep.tracking.mlflow_tracker import STUDY_PREFIX
 from qtts_sweep.train.lease import TrainingLease
 from qtts_sweep.train.store import CheckpointStore
-from tests.helpers.sweeps import CHEAP
+from tests.helpers.sweeps import CHEAP, tiny_paths
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _sweep_file(tmp: Path, n_trials: int) -> Path:
 
 
 def _cmd(tmp: Path, tiny_model_dir: Path, sweep: Path, workers: int, *extra: str) -> list[str]:
-    paths = [f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}"]
+    paths = tiny_paths(tmp, tiny_model_dir)
     cli = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep), "--workers", str(workers)]
     return [*cli, *extra, *CHEAP, *paths]
 

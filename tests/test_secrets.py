@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers.sweeps import CHEAP, PROJECT_DIR, two_trial_sweep
+from tests.helpers.sweeps import CHEAP, PROJECT_DIR, tiny_paths, two_trial_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_password_never_written(pg_cluster, mlflow_pg_server, tmp_path, tiny_mod
     jobs = ["launcher=slurm", "launcher.cluster=local", "launcher.cpus=1"] if launcher == "submitit" else []
     cmd = [
         sys.executable, "-m", "qtts_sweep.cli", "sweep", str(two_trial_sweep(tmp_path)), "--workers", "2",
-        "--storage", storage, *CHEAP, f"paths.runs_dir={runs}", f"paths.models_dir={tiny_model_dir.parent}",
+        "--storage", storage, *CHEAP, *tiny_paths(runs, tiny_model_dir),
         f"tracking.tracking_uri={tracking}", *jobs,
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_DIR, timeout=900)

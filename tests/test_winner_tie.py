@@ -13,6 +13,7 @@ from qtts_sweep.evaluate.scoring import Point, Scorer
 from qtts_sweep.sweep.report import winner_metrics, winner_report
 from qtts_sweep.sweep.selection import best_summary, select_for_promotion
 from qtts_sweep.train.loop import ensure_epoch
+from tests.helpers.sweeps import tiny_paths
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ CHEAP = [
 @pytest.fixture(scope="module")
 def near_tie(tmp_path_factory, tiny_model_dir):
     runs = tmp_path_factory.mktemp("tie")
-    cfg = load_config([*CHEAP, f"paths.runs_dir={runs}", f"paths.models_dir={tiny_model_dir.parent}"])
+    cfg = load_config([*CHEAP, *tiny_paths(runs, tiny_model_dir)])
     trained = ensure_epoch(cfg, 1, progress=False)
     from qtts_sweep.train.loop import resolve_run
 

@@ -17,6 +17,19 @@ CHEAP = [
 ]
 
 
+def tiny_paths(tmp, tiny_model_dir) -> list[str]:
+    """Paths for a run under `tmp` on the session's tiny preset, with the session's one prepared demo dataset: a
+    sweep test checks the sweep, not preparing (tests/test_data_prepare.py does, on its own folders). The data folder
+    is the session runs/ folder's (conftest `runs_dir`, where `tiny_model_dir` lives too); `load_dataset` reads it
+    back while its fingerprint matches and prepares it again (atomically) when a test changes the data config."""
+    session_runs = Path(tiny_model_dir).parent.parent
+    return [
+        f"paths.runs_dir={tmp}",
+        f"paths.models_dir={Path(tiny_model_dir).parent}",
+        f"paths.data_dir={session_runs / 'data'}",
+    ]
+
+
 def tiny_sweep(tmp, tiny_model_dir, name: str = "tiny", n_trials: int = 4, extra=(), log=None, **spec_changes):
     """A SweepDriver for `sweeps/<name>.yaml` on the tiny preset, writing under `tmp`."""
     import dataclasses
@@ -26,7 +39,7 @@ def tiny_sweep(tmp, tiny_model_dir, name: str = "tiny", n_trials: int = 4, extra
     from qtts_sweep.sweep.spec import load_spec
 
     spec = dataclasses.replace(load_spec(name), n_trials=n_trials, **spec_changes)
-    base = [*CHEAP, f"paths.runs_dir={tmp}", f"paths.models_dir={tiny_model_dir.parent}", *extra]
+    base = [*CHEAP, *tiny_paths(tmp, tiny_model_dir), *extra]
     return SweepDriver(spec, lambda ov: load_config(ov), base, log=log or (lambda m: None))
 
 
