@@ -149,7 +149,8 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     # the worker writes a marker and pauses mid-epoch and mid-save (QTTS_TEST_STALL): a signal sent while a marker
     # exists reaches a trial that is certainly RUNNING, however loaded the machine is
     env = {**os.environ, "QTTS_TEST_STALL": f"{stall}:1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "first-run.log"
+    proc = subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     try:
         # Let one trial finish, then stop the driver while the next one is RUNNING, mid-epoch.
         _wait_for(
@@ -174,7 +175,8 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     assert not [t for t in study.get_trials() if t.state.name in ("RUNNING", "WAITING")]
     stale = stale_numbers(study)
     stopped = [t for t in study.get_trials() if t.number in stale or t.user_attrs.get("interrupted")]
-    assert len(stopped) == 1
+    seen = [(t.number, t.state.name, sorted(t.user_attrs)) for t in study.get_trials()]
+    assert len(stopped) == 1, f"{seen}\nfirst run:\n{log.read_text()[-4000:]}\nrerun:\n{rerun.stdout[-3000:]}"
     requeued = [t for t in study.get_trials() if "retry_of" in t.user_attrs]
     # the stopped trial runs again once (killed before it had parameters: nothing to re-run)
     assert len(requeued) == (1 if stopped[0].params else 0)
