@@ -416,23 +416,28 @@ def test_a_broken_rule_is_caught(tmp_path, rule):
     assert RULES[rule](load(copy)), f"rule {rule} missed the break in {name}"
 
 
-def test_both_trackers_implement_the_tracker_protocol(tmp_path):
-    """Callers see `tracking.tracker.Tracker`; the MLflow tracker and the null tracker both implement every method
-    of it with the same parameters (no inheritance hides a missing one)."""
+def test_both_trackers_and_registries_implement_their_protocols(tmp_path):
+    """Callers see `tracking.tracker.Tracker` (run logging) and `Registry` (promoted bundles); the MLflow and null
+    implementations both implement every method with the same parameters (no inheritance hides a missing one)."""
     import inspect
 
     from qtts_sweep.config.schema import TrackingConfig
     from qtts_sweep.tracking.mlflow_tracker import MlflowTracker
-    from qtts_sweep.tracking.tracker import NullTracker, Tracker
+    from qtts_sweep.tracking.registry import MlflowRegistry
+    from qtts_sweep.tracking.tracker import NullRegistry, NullTracker, Registry, Tracker
 
-    mlflow = MlflowTracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"))
-    names = [n for n, v in vars(Tracker).items() if callable(v) and not n.startswith("_")]
-    assert "finish_trial" in names and "register_bundle" in names
-    for impl in (NullTracker(), mlflow):
-        assert isinstance(impl, Tracker)
-        for name in names:
-            want = list(inspect.signature(getattr(Tracker, name)).parameters)[1:]
-            assert list(inspect.signature(getattr(impl, name)).parameters) == want, (type(impl).__name__, name)
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    for protocol, impls, needed in (
+        (Tracker, (NullTracker(), MlflowTracker(cfg)), "finish_trial"),
+        (Registry, (NullRegistry(), MlflowRegistry(cfg)), "register_bundle"),
+    ):
+        names = [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+        assert needed in names
+        for impl in impls:
+            assert isinstance(impl, protocol)
+            for name in names:
+                want = list(inspect.signature(getattr(protocol, name)).parameters)[1:]
+                assert list(inspect.signature(getattr(impl, name)).parameters) == want, (type(impl).__name__, name)
 
 
 def test_test_modules_share_helpers_only_through_tests_helpers():

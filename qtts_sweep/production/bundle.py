@@ -215,7 +215,7 @@ def _model_problems(fields: dict[str, Any], where: str) -> list[Problem]:
 def resolve_bundle(tracking: Any, where: str, tmp: Path) -> Bundle:
     """A bundle from a folder / production.yaml path, or from the registry (`models:/<name>@production`)."""
     if where.startswith("models:/") or where.startswith("runs:/"):
-        from qtts_sweep.tracking.mlflow_tracker import make_tracker
+        from qtts_sweep.tracking.registry import make_registry
 
-        where = str(make_tracker(tracking).download_bundle(where, tmp))
+        where = str(make_registry(tracking).download_bundle(where, tmp))
     return Bundle.load(where)

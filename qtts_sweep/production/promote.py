@@ -101,6 +101,7 @@ def promote_point(cfg: Config, point: Point, name: str, heard: str = "") -> Prom
     sweep's trial and by the dry run for the one point it scored (no Optuna trial involved)."""
     from qtts_sweep.model.modeling import ensure_model_folder
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
+    from qtts_sweep.tracking.registry import make_registry
     from qtts_sweep.train.store import model_identity
 
     out = Path(cfg.paths.production_dir) / name
@@ -148,7 +149,7 @@ def promote_point(cfg: Config, point: Point, name: str, heard: str = "") -> Prom
     tracker = make_tracker(cfg.tracking)
     if gate is not None:
         tracker.log_parent_metrics(point.mlflow_run_id, gate.metrics())  # on the trial's own run, beside its val
-    version = tracker.register_bundle(f"qtts-{name}", out, point.mlflow_run_id, tags)
+    version = make_registry(cfg.tracking).register_bundle(f"qtts-{name}", out, point.mlflow_run_id, tags)
     if version is not None:
         bundle.update_origin(model_version=version)
     return PromotionResult(out, point.trial, True, test, version, point.why, gate.as_dict() if gate else None, heard)

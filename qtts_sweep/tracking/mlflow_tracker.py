@@ -1,5 +1,4 @@
-"""MLflow: the only module that imports it. Training runs per training key; a parent run per study; a child
-run per trial.
+"""MLflow run logging: training runs per training key; a parent run per study; a child run per trial.
 
 Layout in the tracking store:
 - experiment `tracking.training_experiment` (shared by every study, since a training key outlives any one study):
@@ -8,7 +7,8 @@ Layout in the tracking store:
   `optuna_trial_number`) with params, every metric component, the objective, the wavs, a per-line table and
   links to its training run and checkpoint. The Optuna trial holds `mlflow_run_id` (both ways linked).
 
-The protocol every caller sees, and the tracker that does nothing (tracking.backend=none), are in `tracker.py`.
+The protocols every caller sees, and the tracker and registry that do nothing (tracking.backend=none), are in
+`tracker.py`; the model registry (promoted bundles) is `registry.py`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,28 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(float(v))}
 
 
+def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created (artifacts under `artifact_location/name`) when missing, tagged as model
+    training either way (EXPERIMENT_KIND_TAG above)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        from mlflow.exceptions import MlflowException
+
+        loc = Path(artifact_location, name).resolve().as_uri() if artifact_location else None
+        try:
+            exp_id = client.create_experiment(name, artifact_location=loc)
+        except MlflowException:  # another driver created it a moment ago
+            exp_id = client.get_experiment_by_name(name).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
+
+
 class MlflowTracker:
-    """The MLflow side of every record the package keeps: one short method per thing logged (training run,
-    parent run, trial run, registry), over one `MlflowClient`; implements `tracker.Tracker` (checked by a test).
-    Long as a class (~180 lines) because it covers the Tracker protocol method for method; splitting it would
-    scatter the tag/experiment layout documented above."""
+    """Run logging in MLflow: one short method per thing logged (training run, parent run, trial run), over one
+    `MlflowClient`; implements `tracker.Tracker` (checked by a test). The model registry is `registry.py`'s."""
 
     enabled = True
 
@@ -59,20 +76,7 @@ class MlflowTracker:
 
     def _experiment(self, name: str) -> str:
         if name not in self._experiments:
-            exp = self.client.get_experiment_by_name(name)
-            if exp is None:
-                from mlflow.exceptions import MlflowException
-
-                loc = Path(self.cfg.artifact_location, name).resolve().as_uri() if self.cfg.artifact_location else None
-                try:
-                    exp_id = self.client.create_experiment(name, artifact_location=loc)
-                except MlflowException:  # another driver created it a moment ago
-                    exp_id = self.client.get_experiment_by_name(name).experiment_id
-            else:
-                exp_id = exp.experiment_id
-            if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-            self._experiments[name] = exp_id
+            self._experiments[name] = ensure_experiment(self.client, name, self.cfg.artifact_location)
         return self._experiments[name]
 
     def _find(self, experiment: str, tag: str, value: str, extra: str = "") -> Any | None:
@@ -232,34 +236,6 @@ class MlflowTracker:
             f"mlflow ui --backend-store-uri {redact(self.cfg.tracking_uri)} --host 127.0.0.1 --port 5000"
             f"   # then open http://127.0.0.1:5000/{UI_PATH}"
         )
-
-    def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str:
-        """Log the bundle to the trial's run, add a model version, move `production` to it (old one: `previous`)."""
-        from mlflow.exceptions import MlflowException
-
-        if run_id is None:
-            run_id = self.client.create_run(self._experiment("qtts-production"), run_name=f"bundle-{model}").info.run_id
-            self.client.set_terminated(run_id, "FINISHED")
-        self.client.log_artifacts(run_id, str(bundle), artifact_path="bundle")
-        try:
-            self.client.create_registered_model(model)
-        except MlflowException:
-            pass  # already registered
-        version = self.client.create_model_version(model, source=f"runs:/{run_id}/bundle", run_id=run_id, tags=tags)
-        try:
-            current = self.client.get_model_version_by_alias(model, "production")
-            self.client.set_registered_model_alias(model, "previous", current.version)
-        except MlflowException:
-            pass  # first promotion
-        self.client.set_registered_model_alias(model, "production", version.version)
-        return str(version.version)
-
-    def download_bundle(self, uri: str, dst: Path) -> Path:
-        """`models:/<name>@production` (or any MLflow artifact URI) -> a local bundle folder."""
-        import mlflow
-
-        mlflow.set_tracking_uri(self.cfg.tracking_uri)
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param

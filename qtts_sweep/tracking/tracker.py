@@ -1,7 +1,9 @@
-"""What training, sweeps and promotion record through: the `Tracker` protocol, and `NullTracker` (tracking off).
+"""What training, sweeps and promotion record through: the `Tracker` protocol (run logging) and the `Registry`
+protocol (promoted bundles), with `NullTracker` / `NullRegistry` for tracking off.
 
-The MLflow implementation is `mlflow_tracker.MlflowTracker` (the only module that imports mlflow). Callers get a
-`Tracker` from `mlflow_tracker.make_tracker` and never see which one it is.
+The MLflow implementations are `mlflow_tracker.MlflowTracker` and `registry.MlflowRegistry` (only tracking/
+imports mlflow). Callers get them from `mlflow_tracker.make_tracker` / `registry.make_registry` and never see
+which one it is.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Tracker(Protocol):
-    """Every record the package keeps outside Optuna: training runs, a parent run per study, a run per trial,
-    the model registry. Each method takes and returns plain values (run ids, paths, dicts)."""
+    """Every run the package logs outside Optuna: training runs, a parent run per study, a run per trial. Each
+    method takes and returns plain values (run ids, paths, dicts). The model registry is `Registry`."""
 
     enabled: bool
 
@@ -46,6 +48,11 @@ class Tracker(Protocol):
     def log_parent_metrics(self, parent: str | None, metrics: dict[str, float]) -> None: ...
 
     def ui_command(self) -> str: ...
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """The model registry: promoted bundles as model versions with the `production` / `previous` aliases."""
 
     def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str | None: ...
 
@@ -96,6 +103,10 @@ class NullTracker:
 
     def ui_command(self) -> str:
         return "(tracking is off: tracking.backend=none)"
+
+
+class NullRegistry:
+    """Tracking off: nothing is registered, and a registry URI cannot be resolved."""
 
     def register_bundle(self, model: str, bundle: Path, run_id: str | None, tags: dict) -> str | None:
         return None
