@@ -252,7 +252,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_dry_run(args: argparse.Namespace) -> int:
     from qtts_sweep.config.loader import load_config
-    from qtts_sweep.tools.dry_run import format_report, run_dry_run
+    from qtts_sweep.tools.dry_run import run_dry_run
+    from qtts_sweep.tools.dry_run_report import format_report
 
     cfg = load_config(args.overrides, args.config_dir)
     report = run_dry_run(cfg, n_lines=args.lines, steps=args.steps, frames=args.frames, keep=args.keep)

@@ -12,7 +12,7 @@ import pytest
 
 from qtts_sweep.config.loader import load_config
 from qtts_sweep.model.tiny import load_shape, published_shape, real_text_tokenizer, shaped_model_config
-from qtts_sweep.tools import dry_run
+from qtts_sweep.tools import dry_run, dry_run_report, memory_plan
 from qtts_sweep.util.problems import ValidationError
 
 
@@ -21,19 +21,19 @@ def test_published_shapes_count_the_published_size_and_name_their_source(shape):
     data = load_shape(shape)
     assert "config.json" in data["source"] and data["hub_id"].startswith("Qwen/Qwen3-TTS-12Hz-")
     assert published_shape(data["hub_id"]) == shape
-    params = dry_run.count_params(shape)
-    published, diff = dry_run.check_published(shape, params)
-    assert abs(diff) <= dry_run.PARAM_TOLERANCE
+    params = dry_run_report.count_params(shape)
+    published, diff = dry_run_report.check_published(shape, params)
+    assert abs(diff) <= dry_run_report.PARAM_TOLERANCE
     assert params["text_embedding"] == 151936 * 2048
     assert 0.1e9 < params["codec"] < 0.3e9  # the 12 Hz codec at its real size
 
 
 def test_a_wrong_shape_fails_the_published_size_check():
-    params = dry_run.count_params("1.7b")
+    params = dry_run_report.count_params("1.7b")
     # what a talker MLP of 8192 (instead of 6144) would add: 28 layers x 3 projections x 2048 x 2048
     wrong = {**params, "base": params["base"] + 28 * 3 * 2048 * 2048}
     with pytest.raises(ValueError, match="published 1.7B"):
-        dry_run.check_published("1.7b", wrong)
+        dry_run_report.check_published("1.7b", wrong)
 
 
 def test_the_real_text_tokenizer_has_the_qwen_vocabulary_and_the_tts_ids():
@@ -50,15 +50,15 @@ def test_the_real_text_tokenizer_has_the_qwen_vocabulary_and_the_tts_ids():
 
 def test_dry_run_refuses_a_model_without_a_published_shape():
     with pytest.raises(ValidationError, match="model.source"):
-        dry_run.dry_run_shape(load_config(["model=tiny"]))
+        dry_run_report.dry_run_shape(load_config(["model=tiny"]))
 
 
 def test_the_memory_plan_fits_batches_linearly():
     plan = _plan()
     assert plan.fit() == (0.0, 2 * 10**7)
     assert plan.estimate(1) == pytest.approx(4.7e9 + 2e9) and plan.estimate(4) == pytest.approx(4.7e9 + 8e9)
-    fits = [plan.largest_batch(c) for c in dry_run.CARDS_GB]
-    assert fits == sorted(fits) and fits[0] == int(1 + (24e9 - dry_run.RESERVE_GIB * 2**30 - 6.7e9) // 2e9)
+    fits = [plan.largest_batch(c) for c in memory_plan.CARDS_GB]
+    assert fits == sorted(fits) and fits[0] == int(1 + (24e9 - memory_plan.RESERVE_GIB * 2**30 - 6.7e9) // 2e9)
 
 
 @pytest.mark.slow
@@ -72,8 +72,8 @@ def test_the_dry_run_path_runs_the_package_end_to_end_on_the_tiny_preset(tmp_pat
     held: dict = {}
 
     def measure(loaded, ds):
-        held["longest"] = dry_run.longest_line(loaded, rows, durations)
-        held["plan"] = dry_run.measure_plan(loaded, dcfg, held["longest"], lambda m: None)
+        held["longest"] = memory_plan.longest_line(loaded, rows, durations)
+        held["plan"] = memory_plan.measure_plan(loaded, dcfg, held["longest"], lambda m: None)
 
     out = dry_run.run_package_path(dcfg, meter, measure)
     names = [row.name for row in meter.rows]
@@ -88,16 +88,16 @@ def test_the_dry_run_path_runs_the_package_end_to_end_on_the_tiny_preset(tmp_pat
     assert plan.optim_bytes == pytest.approx(2 * plan.lora_bytes, rel=0.01)  # AdamW: two moments per parameter
     assert 0 < one.fp32_bytes < one.saved_bytes  # LoRA inputs and norms are counted at 4 bytes, the rest at 2
     assert plan.eval is not None and plan.eval.batch == dcfg.eval.batch_size and plan.eval.kv_bytes > 0
-    assert plan.eval.positions > held["longest"]["tokens"] + dry_run.PROMPT_ROWS  # room for max_new_tokens frames
-    text = "\n".join(dry_run.format_plan(plan, held["longest"]))
+    assert plan.eval.positions > held["longest"]["tokens"] + memory_plan.PROMPT_ROWS  # room for max_new_tokens frames
+    text = "\n".join(memory_plan.format_plan(plan, held["longest"]))
     assert "largest training batch whose worker peak fits" in text and "24 GB" in text and "eval (batch" in text
 
 
 def test_activation_bytes_count_fp32_kept_tensors_at_4_bytes():
     # 1000 elements saved in bf16 matmuls, 300 inside LoRA adapters (peft keeps them fp32), 200 in norms (upcast)
-    assert dry_run.activation_bytes({"bf16": 1000, "fp32_kept": 500}) == 1000 * 2 + 500 * 4
+    assert memory_plan.activation_bytes({"bf16": 1000, "fp32_kept": 500}) == 1000 * 2 + 500 * 4
     with pytest.raises(ValueError, match="unknown activation kind"):
-        dry_run.activation_bytes({"fp16": 1})
+        memory_plan.activation_bytes({"fp16": 1})
 
 
 def test_fp32_kept_modules_are_lora_adapters_and_norms():
@@ -109,20 +109,20 @@ def test_fp32_kept_modules_are_lora_adapters_and_norms():
         "talker.model.layers.0.mlp.down_proj": False,
     }
     for name, kept in names.items():
-        assert dry_run.keeps_fp32(name, "Linear") is kept, name
-    assert dry_run.keeps_fp32("talker.model.layers.0.input_layernorm", "Qwen3TTSRMSNorm")
-    assert dry_run.keeps_fp32("talker.model.norm", "LayerNorm")
+        assert memory_plan.keeps_fp32(name, "Linear") is kept, name
+    assert memory_plan.keeps_fp32("talker.model.layers.0.input_layernorm", "Qwen3TTSRMSNorm")
+    assert memory_plan.keeps_fp32("talker.model.norm", "LayerNorm")
 
 
 def test_kv_cache_bytes_of_the_published_talker():
     # 1.7B talker: 28 layers x 8 kv heads x 128 dims, K and V, bf16; code predictor 5 layers, 17 positions per frame
     shape = load_shape("1.7b")
-    kv = dry_run.kv_cache_bytes(shape["talker"], positions=1000, batch=4)
+    kv = memory_plan.kv_cache_bytes(shape["talker"], positions=1000, batch=4)
     assert kv == 2 * 28 * 8 * 128 * 1000 * 4 * 2 == 458_752_000
 
 
 def _plan(**kw):
-    point = dry_run.ActPoint
+    point = memory_plan.ActPoint
     base = dict(
         weights_bytes=4 * 10**9,
         codec_bytes=3 * 10**8,
@@ -132,23 +132,23 @@ def _plan(**kw):
         points=[point(1, 50, 1 * 10**9), point(1, 100, 2 * 10**9), point(2, 100, 4 * 10**9)],
         longest_positions=100,
     )
-    return dry_run.MemoryPlan(**(base | kw))
+    return memory_plan.MemoryPlan(**(base | kw))
 
 
 def test_the_eval_phase_counts_weights_lora_kv_cache_decode_and_speaker_encoder():
-    ev = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
+    ev = memory_plan.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
     plan = _plan(eval=ev)
     # eval holds weights + codec + LoRA (no gradients, no optimizer state) + KV cache + measured extras
     assert plan.eval_total() == 4e9 + 3e8 + 1e8 + 6e9
     assert plan.peak(1) == max(plan.estimate(1), plan.eval_total()) == 10.4e9
     assert plan.largest_batch(24) >= 1 and plan.largest_batch(8) == 0  # eval alone does not fit 8 GB less reserve
-    ev2 = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=10**9, speaker_bytes=10**8)
+    ev2 = memory_plan.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=10**9, speaker_bytes=10**8)
     assert _plan(eval=ev2).eval_total() == pytest.approx(10.4e9 + 1.1e9)
 
 
 def test_the_plan_says_which_terms_are_measured_and_which_assumed():
-    ev = dry_run.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
-    lines = dry_run.format_plan(_plan(eval=ev), {"id": "x", "seconds": 7.0, "frames": 88, "tokens": 2})
+    ev = memory_plan.EvalPlan(batch=4, positions=500, kv_bytes=6 * 10**9, decode_bytes=None, speaker_bytes=None)
+    lines = memory_plan.format_plan(_plan(eval=ev), {"id": "x", "seconds": 7.0, "frames": 88, "tokens": 2})
     text = "\n".join(lines)
     for term, basis in [
         ("weights", "counted"),
