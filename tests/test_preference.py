@@ -61,9 +61,9 @@ def test_session_is_blind_balanced_and_stores_what_was_shown(study, tmp_path):
 
 def test_metric_names_and_pruned_trials_keep_no_value(tmp_path):
     from qtts_sweep.config.loader import load_config
-    from qtts_sweep.sweep.driver import _EpochRelay
     from qtts_sweep.sweep.search import open_study
     from qtts_sweep.sweep.spec import load_spec
+    from qtts_sweep.sweep.trials import EpochRelay
     from qtts_sweep.tracking.mlflow_tracker import NullTracker
 
     spec = dataclasses.replace(load_spec("tiny"), study_name="named")
@@ -83,7 +83,7 @@ def test_metric_names_and_pruned_trials_keep_no_value(tmp_path):
     )
     assert done.value == 0.2
     trial = study.ask()
-    relay = _EpochRelay(trial, NullTracker(), cfg, prunable=True)
+    relay = EpochRelay(trial, NullTracker(), cfg, prunable=True)
     pruned = relay.epoch(1, {"val_loss": 10.0}, False, "key")
     assert pruned
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -393,6 +393,23 @@ def format_training_summary(s: dict[str, int]) -> str:
     return text
 
 
+def base_model_audio(worker: Any, cfg: Config, clock: Any, log: Any) -> tuple[str | None, float]:
+    """The base model's audio of the val lines for the listening page (scale 0, no adapter; cached like any
+    evaluation), asked of the sweep's warm worker before it stops. (None, 0) when it is not available."""
+    from qtts_sweep.sweep.protocol import TrialRequest
+
+    try:
+        worker.submit(TrialRequest(-1, cfg, base=True))
+        msg = worker.recv()
+    except (OSError, EOFError):
+        return None, 0.0
+    if msg[0] != "done":
+        log(f"base-model reference audio not available: {msg[1:]}")
+        return None, 0.0
+    clock.merge(msg[1].get("phases", {}))
+    return msg[1]["eval_dir"], msg[1]["timings"]["eval_s"]
+
+
 def finish_sweep(spec: Any, storage: str, parent_run_id: str | None, cfg: Config, base_eval_dir: str | None) -> str:
     """Write and log the report; print and return the summary table."""
     from qtts_sweep.tracking.mlflow_tracker import make_tracker
