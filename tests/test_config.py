@@ -109,6 +109,30 @@ def test_schema_objects_cannot_be_built_invalid():
     assert dataclasses.asdict(LoraConfig())["r"] == 16
 
 
+def test_a_value_is_checked_against_its_field_the_same_way_in_yaml_and_in_code():
+    """One check (schema.value_problems) of type and choices: the composed YAML gets it from the loader, a schema
+    object built in code (dataclasses.replace, a trial's config) from its own construction."""
+    cfg = load_config(["model=tiny"])
+    with pytest.raises(ConfigError) as err:
+        load_config(["model=tiny", "model.dtype=float64", "train.epochs=1.5"])
+    from_yaml = {(p.key, p.rule) for p in err.value.problems}
+    in_code = set()
+    for section, change in ((cfg.model, {"dtype": "float64"}), (cfg.train, {"epochs": 1.5})):
+        with pytest.raises(ConfigError) as err:
+            dataclasses.replace(section, **change)
+        in_code |= {(p.key, p.rule) for p in err.value.problems}
+    assert (
+        in_code
+        == from_yaml
+        == {
+            ("model.dtype", "must be one of ['auto', 'float32', 'bfloat16', 'float16']"),
+            ("train.epochs", "must be of type int"),
+        }
+    )
+    with pytest.raises(ConfigError, match=r"eval\.decoding\.mode"):  # a nested section: its group reports it
+        dataclasses.replace(cfg.eval, decoding=dataclasses.replace(cfg.eval.decoding, mode="beam"))
+
+
 def test_user_config_dir_adds_data_and_experiment(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "myvoice.yaml").write_text(

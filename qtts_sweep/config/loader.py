@@ -5,7 +5,10 @@ check every key's type and every rule (`qtts_sweep.config.schema`) in one pass, 
 be loaded from disk (`qtts_sweep.config.model_source`), resolve paths, and return a typed `Config`. Nothing
 heavy is imported here: a bad config fails in well under a second, before any model is loaded.
 
-Not here: the rules themselves (schema.py) and the sweep's Hydra app (qtts_sweep.sweep.hydra_app).
+Not here: whether a value fits its field and the rules themselves (schema.py: `value_problems`, each schema's
+`problems()`; the same checks run when a schema object is constructed in code), and the sweep's Hydra app
+(qtts_sweep.sweep.hydra_app). Here: what only a YAML tree can get wrong (unknown keys, missing values,
+unresolvable interpolations, a missing group) and checking rules around badly typed values.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from qtts_sweep.config.model_source import model_source_problems
 from qtts_sweep.config.schema import (
@@ -28,6 +30,7 @@ from qtts_sweep.config.schema import (
     ConfigError,
     cross_group_problems,
     register_configs,
+    value_problems,
 )
 from qtts_sweep.util.problems import Problem
 
@@ -174,31 +177,6 @@ def _unknown_key_problem(key: str, value: Any, known: list[str] | None) -> Probl
     return Problem(key, value, "is not a known config key", fix)
 
 
-def type_ok(value: Any, tp: Any) -> bool:
-    """Whether `value` fits the schema type hint `tp` (bool is not an int; an int is a float)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(type_ok(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list | ListConfig) and all(type_ok(v, item) for v in value)
-    return True
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def check_node(node: Any, schema: type, prefix: str) -> list[Problem]:
     """Every type, choice, missing-value and unknown-key problem of `node` against dataclass `schema`."""
     problems: list[Problem] = []
@@ -231,27 +209,8 @@ def check_node(node: Any, schema: type, prefix: str) -> list[Problem]:
         if dataclasses.is_dataclass(tp):
             problems += check_node(value, tp, key)
             continue
-        if not type_ok(value, tp):
-            shown = OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
-            problems.append(
-                Problem(
-                    key,
-                    shown,
-                    f"must be of type {_type_name(tp)}",
-                    f"give a {_type_name(tp)} value, e.g. {key}={_example(f)}",
-                )
-            )
-            continue
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            problems.append(Problem(key, value, f"must be one of {list(choices)}", f"e.g. {key}={choices[0]}"))
+        problems += value_problems(key, value, f, tp)
     return problems
-
-
-def _example(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING and f.default != "???":
-        return f.default
-    return "..."
 
 
 def validate(cfg: DictConfig, check_model: bool = True) -> Config:

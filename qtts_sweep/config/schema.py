@@ -1,8 +1,10 @@
 """Typed config schemas: one dataclass per Hydra config group, registered in Hydra's ConfigStore.
 
 Each dataclass lists its fields (with `choices`/`help` metadata) and a `problems()` method returning every rule
-its values break, as `Problem`s that carry the key path, the value, the rule and the fix. `__post_init__` raises
-them all together, so a schema object can never exist in an invalid state. Cross-group rules live on `Config`.
+its values break, as `Problem`s that carry the key path, the value, the rule and the fix. Whether a value fits its
+field (type, choices) is `value_problems`, the one such check: the loader runs it on the composed YAML tree and
+`__post_init__` on every schema object built in code (types and choices first, then the rules), raising every
+problem together, so a schema object can never exist in an invalid state. Cross-group rules live on `Config`.
 
 This module is pure: no torch, no Hydra composition (see `qtts_sweep.config.loader` for loading).
 
@@ -19,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from qtts_sweep.metrics.catalog import REGISTRY
 from qtts_sweep.metrics.objective import ConstraintLimits, ObjectiveWeights
@@ -41,6 +43,70 @@ def _check(cond: bool, out: list[Problem], key: str, value: Any, rule: str, fix:
         out.append(Problem(key, value, rule, fix))
 
 
+def type_ok(value: Any, tp: Any) -> bool:
+    """Whether `value` fits the schema type hint `tp` (bool is not an int; an int is a float)."""
+    import types
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list | ListConfig) and all(type_ok(v, item) for v in value)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _example(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING and f.default != "???":
+        return f.default
+    return "..."
+
+
+def value_problems(key: str, value: Any, f: dataclasses.Field, tp: Any) -> list[Problem]:
+    """The one check of a leaf value against its schema field: its type, then its `choices`. Used on the composed
+    YAML tree (loader.check_node) and on every schema object built in code (`_Validated.__post_init__`)."""
+    if not type_ok(value, tp):
+        shown = OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+        fix = f"give a {_type_name(tp)} value, e.g. {key}={_example(f)}"
+        return [Problem(key, shown, f"must be of type {_type_name(tp)}", fix)]
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        return [Problem(key, value, f"must be one of {list(choices)}", f"e.g. {key}={choices[0]}")]
+    return []
+
+
+def field_problems(obj: Any, prefix: str) -> list[Problem]:
+    """`value_problems` of every leaf of a schema object, nested sections included (a nested group with its own
+    `_group` checked itself when it was built)."""
+    out: list[Problem] = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(tp):
+            if dataclasses.is_dataclass(value) and getattr(value, "_group", None) is None:
+                out += field_problems(value, key)
+            continue
+        if isinstance(value, str) and value == MISSING:
+            continue  # filled in by interpolation when composed; a required one is the loader's to report
+        out += value_problems(key, value, f, tp)
+    return out
+
+
 class _Validated:
     """Mixin: `problems(prefix)` collects rule violations; construction raises them all at once.
 
@@ -56,6 +122,9 @@ class _Validated:
     def __post_init__(self) -> None:
         if self._group is None:
             return
+        found = field_problems(self, self._group)  # types and choices first: rules may compare the values
+        if found:
+            raise ConfigError(found)
         found = self.problems(self._group)
         if found:
             raise ConfigError(found)

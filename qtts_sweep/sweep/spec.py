@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtts_sweep.config.loader import type_ok
-from qtts_sweep.config.schema import SEARCHABLE_GROUPS, Config, ConfigError, leaf_names, schema_leaf
+from qtts_sweep.config.schema import SEARCHABLE_GROUPS, Config, ConfigError, leaf_names, schema_leaf, type_ok
 from qtts_sweep.sweep.fidelity import Fidelity, read_fidelity, spec_problems
 from qtts_sweep.train.store import KEY_EXCLUDED, KEY_GROUPS
 from qtts_sweep.util.problems import Problem
