@@ -132,6 +132,11 @@ def _states(db: Path) -> list[str]:
             return []
 
 
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig):
     db = tmp_path / "optuna.db"
@@ -150,7 +155,11 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     # exists reaches a trial that is certainly RUNNING, however loaded the machine is
     env = {**os.environ, "QTTS_TEST_STALL": f"{stall}:1"}
     log = tmp_path / "first-run.log"
-    proc = subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    # as from a terminal: SIGINT at its default (Python's KeyboardInterrupt), whatever this pytest process inherited
+    # or a library in it changed (a child inherits an ignored or blocked SIGINT, and Python then never raises)
+    proc = subprocess.Popen(
+        args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, preexec_fn=_terminal_signals
+    )
     try:
         # Let one trial finish, then stop the driver while the next one is RUNNING, mid-epoch.
         _wait_for(
@@ -162,6 +171,7 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
         )
         proc.send_signal(sig)
         proc.wait(timeout=120)
+        assert proc.returncode != 0, f"the first run finished before or despite the signal:\n{log.read_text()[-3000:]}"
     finally:
         if proc.poll() is None:
             proc.kill()
