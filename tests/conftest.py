@@ -16,6 +16,16 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
     os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
 
 
+MODEL_FIXTURES = {"tiny_model_dir", "tiny_loaded"}  # a test that asks for one of these loads a Qwen3-TTS model
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that loads a model is `slow` (skipped by `make test-fast`), marked or not."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def runs_dir(tmp_path_factory) -> Path:
     """Every test writes under a temporary runs/ (paths.runs_dir reads QTTS_RUNS_DIR), never the checkout's."""

@@ -26,7 +26,7 @@ from typing import Any
 from qtts_sweep.config.schema import Config
 from qtts_sweep.sweep.driver import SweepDriver, SweepOutcome
 from qtts_sweep.sweep.progress import SweepProgress, watch_drivers
-from qtts_sweep.sweep.spec import SweepSpec, format_plan, load_spec, lora_param_count, plan
+from qtts_sweep.sweep.spec import SweepSpec, check_against, format_plan, load_spec, lora_param_count, plan
 from qtts_sweep.util.log import get_logger
 from qtts_sweep.util.urls import overrides_from_env, public_overrides, redact, secret_env
 
@@ -39,9 +39,9 @@ def resolve_spec(name: str, compose: Callable[[list[str]], Config], overrides: l
     The sweep file's `base` overrides may change `train.max_epochs`, so the file is checked against the config
     composed with them.
     """
-    spec = load_spec(name)
+    spec = load_spec(name)  # the sweep file is read once per launch
     cfg = compose([*spec.base, *overrides])
-    return load_spec(name, cfg=cfg), cfg
+    return check_against(spec, cfg), cfg
 
 
 STORAGE_ENV = "QTTS_SWEEP_STORAGE"  # a storage URL given on the command line reaches drivers here, not in argv

@@ -205,10 +205,18 @@ def load_spec(name_or_path: str, cfg: Config | None = None) -> SweepSpec:
         name=path.stem, study_name=fields.pop("study_name", path.stem), space=space, source=str(path), **fields
     )
     problems += _spec_problems(spec, where)
-    if cfg is not None and not problems:
-        problems += _value_problems(spec, cfg, where)
     if problems:
         raise ConfigError(problems, f"sweep `{path.stem}`")
+    return spec if cfg is None else check_against(spec, cfg)
+
+
+def check_against(spec: SweepSpec, cfg: Config) -> SweepSpec:
+    """Every value the space can take applied to `cfg` (the config the trials start from) and checked against the
+    config's rules (e.g. `lora.r: {choices: [0, 8]}` fails on 0 here, not in trial 5); returns `spec`. The launcher
+    reads the sweep file once, composes with its `base`, then checks here."""
+    problems = _value_problems(spec, cfg, spec.source)
+    if problems:
+        raise ConfigError(problems, f"sweep `{spec.name}`")
     return spec
 
 

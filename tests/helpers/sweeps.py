@@ -21,13 +21,31 @@ def tiny_paths(tmp, tiny_model_dir) -> list[str]:
     """Paths for a run under `tmp` on the session's tiny preset, with the session's one prepared demo dataset: a
     sweep test checks the sweep, not preparing (tests/test_data_prepare.py does, on its own folders). The data folder
     is the session runs/ folder's (conftest `runs_dir`, where `tiny_model_dir` lives too); `load_dataset` reads it
-    back while its fingerprint matches and prepares it again (atomically) when a test changes the data config."""
-    session_runs = Path(tiny_model_dir).parent.parent
-    return [
-        f"paths.runs_dir={tmp}",
-        f"paths.models_dir={Path(tiny_model_dir).parent}",
-        f"paths.data_dir={session_runs / 'data'}",
-    ]
+    back while its fingerprint matches and prepares it again (atomically) when a test changes the data config.
+
+    `tmp` also gets a copy of an empty MLflow store migrated once per session (`tmp/mlflow.db`, the default
+    tracking URI's file), unless it has one: MLflow's schema migrations of a new SQLite store take ~2 s of every
+    sweep test otherwise, and no test is about them."""
+    models = Path(tiny_model_dir).parent
+    _empty_mlflow_store(Path(tmp), models.parent)
+    return [f"paths.runs_dir={tmp}", f"paths.models_dir={models}", f"paths.data_dir={models.parent / 'data'}"]
+
+
+def _empty_mlflow_store(runs: Path, session_runs: Path) -> None:
+    import shutil
+
+    template = session_runs / "mlflow-empty.db"
+    if not template.is_file():
+        from mlflow import MlflowClient
+
+        building = template.with_suffix(".building")
+        building.unlink(missing_ok=True)
+        MlflowClient(f"sqlite:///{building}").search_experiments()  # creates and migrates the store
+        building.replace(template)
+    target = runs / "mlflow.db"
+    if not target.exists():
+        runs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
 
 
 def tiny_sweep(tmp, tiny_model_dir, name: str = "tiny", n_trials: int = 4, extra=(), log=None, **spec_changes):
