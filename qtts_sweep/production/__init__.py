@@ -5,5 +5,5 @@ custom-voice model, and `gc` of checkpoints nothing needs. Does not own: scoring
 study machinery, MLflow calls (through `qtts_sweep.tracking`).
 
 Modules: `bundle`, `export`, `gc`, `lookup`, `promote`, `serve`, `stress`.
-Imports from the package: config, evaluate, metrics, model, sweep, tracking, train, util.
+Imports from the package: config, data, evaluate, metrics, model, sweep, tracking, train, util.
 """

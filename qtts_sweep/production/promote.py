@@ -117,7 +117,7 @@ def promote_point(cfg: Config, point: Point, name: str, heard: str = "") -> Prom
     CheckpointStore(ref.root).verify(ref.key, ref.epoch)
     tcfg = trial_config(cfg, ckpt, point.params)
     gate = stress_gate(tcfg, ckpt, cfg.production.stress)  # raises PromotionRefused before anything is written
-    test = score_on_test(tcfg, ckpt)
+    test = score_on_test(tcfg, ref)
     source = ensure_model_folder(tcfg.model)
     bundle = Bundle(
         base_model=source,
@@ -206,14 +206,15 @@ def trial_config(cfg: Config, ckpt: Path, params: dict[str, Any]) -> Config:
     )
 
 
-def score_on_test(cfg: Config, ckpt: Path) -> dict[str, float]:
-    """The promoted pair on the held-out test split (never used for selection); cached like any evaluation."""
+def score_on_test(cfg: Config, ref: CheckpointRef) -> dict[str, float]:
+    """The promoted pair on the held-out test split (never used for selection); cached like any evaluation. The
+    training key is the checkpoint's own (not recomputed from the config, which would hash the model folder)."""
+    from qtts_sweep.data.prepare import load_dataset
     from qtts_sweep.evaluate.scoring import Point, Scorer
-    from qtts_sweep.train.loop import resolve_run
 
     test_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, split="test"))
-    run = resolve_run(test_cfg)
-    ev = Scorer().score(test_cfg, run.dataset, Point(run.key, cfg.eval.epoch, ckpt, cfg.eval.lora_scale))
+    dataset = load_dataset(test_cfg, progress=True)
+    ev = Scorer().score(test_cfg, dataset, Point(ref.key, cfg.eval.epoch, ref.path, cfg.eval.lora_scale))
     return {"objective": ev.objective, **{k: v for k, v in ev.summary.items() if not k.endswith("_std")}}
 
 
