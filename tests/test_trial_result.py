@@ -20,7 +20,6 @@ def _result(tmp_path: Path, trained: list[int]) -> TrialResult:
     return TrialResult(
         checkpoint=ref,
         trained=trained,
-        reused_epochs=[e for e in (1, 2, 3) if e not in trained],
         epoch_metrics=metrics,
         objective=0.61,
         summary={"talker_acc": 0.7, "talker_acc_std": 0.1, "constraint_no_eos": -0.2, "constraint_tempo": 0.1},

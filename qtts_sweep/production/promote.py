@@ -33,8 +33,8 @@ class PromotionResult:
 
 
 @dataclass
-class Point:
-    """What promotion needs of a (checkpoint, scale) pair: a sweep's trial (`Point.of_trial`) or a point scored
+class PromotionPoint:
+    """What promotion needs of a (checkpoint, scale) pair: a sweep's trial (`PromotionPoint.of_trial`) or a point scored
     outside a sweep (the dry run)."""
 
     checkpoint: CheckpointRef
@@ -48,7 +48,7 @@ class Point:
     why: str = ""  # how it was chosen
 
     @classmethod
-    def of_trial(cls, trial: Any, study: str, storage: str, why: str) -> Point:
+    def of_trial(cls, trial: Any, study: str, storage: str, why: str) -> PromotionPoint:
         from qtts_sweep.sweep.result import StoredTrial
         from qtts_sweep.sweep.selection import SelectionError
         from qtts_sweep.util.problems import Problem
@@ -62,7 +62,7 @@ class Point:
                    stored.mlflow_run_id, why)  # fmt: skip
 
 
-def _already_promoted(out: Path, point: Point) -> Bundle | None:
+def _already_promoted(out: Path, point: PromotionPoint) -> Bundle | None:
     """The bundle at `out` if it is this very point's (same study, trial and adapter bytes)."""
     if not (out / BUNDLE_FILE).is_file():
         return None
@@ -93,10 +93,10 @@ def promote(
     study = load_existing_study(study_name, storage)
     trial, why = select_for_promotion(study, cfg.eval.objective, trial_number)
     heard = preference_note(study, trial.number, study_name)
-    return promote_point(cfg, Point.of_trial(trial, study_name, storage, why), name or study_name, heard)
+    return promote_point(cfg, PromotionPoint.of_trial(trial, study_name, storage, why), name or study_name, heard)
 
 
-def promote_point(cfg: Config, point: Point, name: str, heard: str = "") -> PromotionResult:
+def promote_point(cfg: Config, point: PromotionPoint, name: str, heard: str = "") -> PromotionResult:
     """Bundle one (checkpoint, scale) point, score it on the test split, register it. Used by `promote` for a
     sweep's trial and by the dry run for the one point it scored (no Optuna trial involved)."""
     from qtts_sweep.model.modeling import ensure_model_folder

@@ -22,7 +22,7 @@ def fail_reason(kind: str, message: str) -> str:
 
 def complete_run(result: TrialResult, training_run: str | None, steps: dict[int, dict]) -> dict[str, Any]:
     """Keyword arguments of `tracker.finish_trial(run_id, "FINISHED", **...)` for a completed trial."""
-    checkpoint = str(result.checkpoint.path) if result.checkpoint is not None else ""
+    checkpoint = result.checkpoint_path or ""
     return {
         "metrics": {**result.summary, "objective": result.objective},
         "params": {"training_key": result.training_key or "", "reused": result.reused, "checkpoint": checkpoint},

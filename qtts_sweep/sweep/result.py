@@ -4,8 +4,7 @@ is) and `StoredTrial` (what a finished trial carries in Optuna, read back typed)
 The worker builds a `TrialResult` from the training and evaluation results (`TrialResult.of`); the driver records
 it (record.py: its `user_attrs()` become the trial's user attributes, `record.complete_run` the tracker's payload).
 Report, gc, promote, listen and selection read a trial through `StoredTrial.of(trial)`, never by attribute-name
-strings of their own. `reused` is one type everywhere: a bool (the trial trained nothing); the epochs it took from
-the store are `reused_epochs`.
+strings of their own. `reused` is one type everywhere: a bool (the trial trained nothing).
 
 Owns: the two records and the names of the user attributes a completed trial carries. Does not own: recording
 them (record.py), re-queue marks (recovery.py), multi-fidelity counts while a trial runs (fidelity.py writes
@@ -27,7 +26,6 @@ class TrialResult:
 
     checkpoint: CheckpointRef | None  # None: the base model (no adapter)
     trained: list[int]  # epochs this trial trained ([]: every epoch came from the store)
-    reused_epochs: list[int]  # epochs it found stored
     epoch_metrics: dict[int, dict[str, float]]  # per epoch, reused ones included
     objective: float
     summary: dict[str, float]  # aggregated metrics (`<name>_std` included); multi-fidelity adds composite_of_means
@@ -36,9 +34,6 @@ class TrialResult:
     backends: dict[str, str] = field(default_factory=dict)
     lines_used: int | None = None
     lines_total: int | None = None
-    synthesized: int = 0  # (line, seed) generations this trial ran (0: all cached)
-    eval_cached: bool = False
-    dataset_hash: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # setup_s, train_s, eval_s
     phases: dict[str, float] = field(default_factory=dict)  # the worker's phase clock since its last reply
 
@@ -49,7 +44,6 @@ class TrialResult:
         return cls(
             checkpoint=train.ref if train is not None else None,
             trained=list(train.trained) if train is not None else [],
-            reused_epochs=list(train.reused) if train is not None else [],
             epoch_metrics=dict(train.metrics) if train is not None else {},
             objective=ev.objective if objective is None else objective,
             summary=dict(ev.summary),
@@ -58,13 +52,16 @@ class TrialResult:
             backends=dict(ev.backends),
             lines_used=lines,
             lines_total=lines,
-            synthesized=ev.synthesized,
-            eval_cached=ev.cached,
         )
 
     @property
     def training_key(self) -> str | None:
         return self.checkpoint.key if self.checkpoint is not None else None
+
+    @property
+    def checkpoint_path(self) -> str | None:
+        """The checkpoint folder as text (user attribute, MLflow param and tag)."""
+        return _text(self.checkpoint)
 
     @property
     def reused(self) -> bool:
@@ -75,7 +72,7 @@ class TrialResult:
         """The trial's user attributes (JSON): what `StoredTrial.of` reads back."""
         return {
             "training_key": self.training_key or "",
-            "checkpoint": str(self.checkpoint.path) if self.checkpoint is not None else "",
+            "checkpoint": self.checkpoint_path or "",
             "eval_dir": str(self.eval_dir),
             "trained_epochs": list(self.trained),
             "epoch_reached": max(self.epoch_metrics, default=0),
@@ -136,13 +133,17 @@ class StoredTrial:
     @property
     def checkpoint_path(self) -> str | None:
         """The checkpoint folder as text (tables, tags, the (checkpoint, scale) pair of a trial)."""
-        return str(self.checkpoint.path) if self.checkpoint is not None else None
+        return _text(self.checkpoint)
 
     @property
     def result_file(self) -> Path | None:
         """The evaluation's result.json when it still exists (a cleaned runs/ folder loses it)."""
         path = self.eval_dir / "result.json" if self.eval_dir is not None else None
         return path if path is not None and path.is_file() else None
+
+
+def _text(ref: CheckpointRef | None) -> str | None:
+    return str(ref.path) if ref is not None else None
 
 
 def _ref(value: Any) -> CheckpointRef | None:

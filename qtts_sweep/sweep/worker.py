@@ -142,7 +142,6 @@ def run_trial(req: TrialRequest, state: WorkerState, conn: Any) -> TrialResult:
             ev, objective, lines = _score_in_chunks(req, state, conn, run.dataset, point)
             result = TrialResult.of(trained, ev, lines=lines, objective=objective)
             result.summary["composite_of_means"] = ev.objective
-    result.dataset_hash = run.dataset.hash
     result.timings = {"setup_s": t_setup, "train_s": t_train, "eval_s": time.perf_counter() - t2}
     result.phases = state.take_phases()
     return result
@@ -157,10 +156,9 @@ def _score_in_chunks(req: TrialRequest, state: WorkerState, conn: Any, dataset: 
     cfg = req.config
     ids = [ln.id for ln in held_out_lines(dataset, cfg.eval.split, cfg.eval.max_lines)]
     weights = cfg.eval.objective.objective_weights()
-    sent, synthesized = 0, 0
+    sent = 0
     for n in fidelity.chunk_ends(len(ids), req.fidelity, cfg.eval.batch_size):
         ev = state.scorer.score(cfg, dataset, point, n_lines=n)
-        synthesized += ev.synthesized
         values = fidelity.line_values(ev.per_line, ids, weights, (ev.ceiling or {}).get("per_line"))
         with state.clock("paused"):
             conn.send(("lines", n, len(ids), [list(v) for v in values[sent:]]))
@@ -168,7 +166,6 @@ def _score_in_chunks(req: TrialRequest, state: WorkerState, conn: Any, dataset: 
         sent = len(values)
         if msg[0] == "prune" and msg[1]:
             raise Pruned(cfg.eval.epoch, n)
-    ev.synthesized = synthesized
     return ev, fidelity.line_mean(values), len(ids)
 
 

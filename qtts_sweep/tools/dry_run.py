@@ -170,8 +170,7 @@ def run_package_path(cfg: Config, meter: PhaseMeter, measure: Callable[[Any, Any
     from qtts_sweep.model import modeling
     from qtts_sweep.model.lora import apply_lora
     from qtts_sweep.production.export import export_merged
-    from qtts_sweep.production.promote import Point as PromotionPoint
-    from qtts_sweep.production.promote import promote_point
+    from qtts_sweep.production.promote import PromotionPoint, promote_point
     from qtts_sweep.train.loop import ensure_epoch, resolve_run, steps_per_epoch
 
     with meter.phase("prepare (real-size codec)"):

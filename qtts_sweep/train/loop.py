@@ -60,16 +60,19 @@ class TrainingRun:
 
 @dataclass
 class TrainResult:
-    key: str
-    checkpoint: Path  # epoch-<e> folder of the requested epoch
+    ref: CheckpointRef  # the requested epoch, as code outside train/ names it
     trained: list[int] = field(default_factory=list)
     reused: list[int] = field(default_factory=list)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per epoch, reused ones included
 
     @property
-    def ref(self) -> CheckpointRef:
-        """The checkpoint as code outside train/ names it."""
-        return CheckpointRef.from_path(self.checkpoint)
+    def key(self) -> str:
+        return self.ref.key
+
+    @property
+    def checkpoint(self) -> Path:
+        """The epoch-<e> folder of the requested epoch."""
+        return self.ref.path
 
 
 def resolve_run(cfg: Config, dataset: PreparedDataset | None = None, model_id: str | None = None) -> TrainingRun:
@@ -243,7 +246,7 @@ def ensure_epoch(
         raise ValueError(f"epoch {epoch} is outside 1..train.max_epochs={cfg.train.max_epochs}")
     run = run or resolve_run(cfg)
     run.store.write_material(run.key, run.material)
-    result = TrainResult(key=run.key, checkpoint=run.store.epoch_dir(run.key, epoch))
+    result = TrainResult(run.store.ref(run.key, epoch))
     lease = TrainingLease(run.dir)  # one object: it accumulates its observation of another holder's marker
     while True:
         start, resume = _usable_start(run, epoch)
