@@ -223,7 +223,8 @@ def test_real_slurm_two_jobs_and_a_scheduler_stop(
             subprocess.run(["scancel", "--signal=TERM", jobs[0].job_id], env=slurm_cluster.env, check=True)
             signalled = True
         time.sleep(1)
-    assert not slurm_cluster.queue(), f"jobs still queued after 15 min:\n{slurm_cluster.logs()}"
+    job_logs = "\n".join(f"--- {f}\n{f.read_text(errors='replace')[-3000:]}" for f in sorted(tmp_path.rglob("*_log.*")))
+    assert not slurm_cluster.queue(), f"jobs still queued after 15 min:\n{slurm_cluster.logs()}\n{job_logs}"
     outs = [j.result() for j in jobs]  # each job returned normally (an exception would be raised here)
     assert signalled and "signal" in (outs[0]["stopped_reason"] or ""), outs
     states = study_states(storage)

@@ -95,12 +95,12 @@ class SweepDriver:
         from qtts_sweep.sweep.report import base_model_audio
 
         t0 = time.perf_counter()
-        self.worker.warm(self.cfg0)  # imports and model load overlap the study set-up below
-        if not join:
-            self.prepare()
-        self.session.open(self.progress)
-        self._opened = True
-        try:
+        try:  # the worker stops however this ends: a signal may arrive at any line (tests/test_worker_lifecycle.py)
+            self.worker.warm(self.cfg0)  # imports and model load overlap the study set-up below
+            if not join:
+                self.prepare()
+            self.session.open(self.progress)
+            self._opened = True
             while not self.session.budget_spent():
                 self._trials_run.append(self.runner.run_one())
                 self.progress.trial_finished(self._trials_run[-1])

@@ -14,10 +14,13 @@ death, stop). Does not own: what the worker does with a request (worker.py) or w
 
 from __future__ import annotations
 
+import atexit
+import functools
 import multiprocessing
 import os
 import signal
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +56,18 @@ def death_reason(exitcode: int | None) -> str:
     return f"worker process exited with code {exitcode}"
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # handles with a worker started (stopped at interpreter exit)
+
+
+@functools.cache
+def _stop_at_exit() -> None:
+    """Stop every live worker when the driver's interpreter exits, whatever skipped `WorkerHandle.stop` (a signal
+    between two lines, an exception). The worker ignores SIGTERM, so multiprocessing's own clean-up at exit (SIGTERM,
+    then a join without a time limit) would wait for it forever. Registered after multiprocessing's (the first
+    worker start imports it), so atexit runs this one first."""
+    atexit.register(lambda: [handle.stop() for handle in list(_LIVE)])
+
+
 class WorkerHandle:
     """A spawned worker process running `target(conn)`, started on demand and restarted after it dies."""
 
@@ -75,6 +90,8 @@ class WorkerHandle:
             target=self._target, args=(child, self._threads, os.getpid()), daemon=True, name="qtts-sweep-worker"
         )
         self.proc.start()
+        _LIVE.add(self)
+        _stop_at_exit()
         child.close()
         self.conn = parent
         self.starts += 1
@@ -126,4 +143,6 @@ class WorkerHandle:
                 pass
             if self.proc.is_alive():
                 self.proc.kill()
+                self.proc.join()
+        _LIVE.discard(self)
         self.proc = None
