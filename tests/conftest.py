@@ -19,11 +19,37 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
 MODEL_FIXTURES = {"tiny_model_dir", "tiny_loaded"}  # a test that asks for one of these loads a Qwen3-TTS model
 
 
+# Seconds each of the longest test files took in one `make test` here (`--durations`, summed per file). Only the
+# order matters: `make test` hands whole files to its processes (xdist --dist loadfile) in collection order, so
+# the longest go first and the short ones fill the gaps at the end; in alphabetical order a long file that came
+# last kept one process busy for minutes after the other had finished. Refresh the numbers when a file's cost
+# changes a lot; a file not listed counts as short.
+FILE_SECONDS = {
+    "test_sweep.py": 264,
+    "test_demo.py": 196,
+    "test_scale_out.py": 176,
+    "test_bench.py": 132,
+    "test_calibration.py": 109,
+    "test_promote.py": 78,
+    "test_quiet_progress.py": 69,
+    "test_gc.py": 67,
+    "test_secrets.py": 66,
+    "test_launcher_slurm.py": 65,
+    "test_metrics_audio.py": 62,
+    "test_listen_dashboards.py": 46,
+    "test_mlflow_ui.py": 38,
+    "test_loss.py": 38,
+    "test_fidelity.py": 33,
+}
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Every test that loads a model is `slow` (skipped by `make test-fast`), marked or not."""
+    """Every test that loads a model is `slow` (skipped by `make test-fast`), marked or not; the longest files
+    first (FILE_SECONDS), the rest in their usual order."""
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: keeps the order within a file
 
 
 @pytest.fixture(scope="session", autouse=True)
