@@ -33,10 +33,10 @@ sweep: install ## run a sweep: make sweep SWEEP=tiny ARGS="..." (SWEEP: a name i
 	$(VENV)/bin/qtts-sweep sweep $(SWEEP) $(ARGS)
 
 test: install system-deps ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: install system-deps ## unit tests only (skips the slow end-to-end tests)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 dry-run: install ## the whole path at the 1.7B size, random weights (CPU: ~13 GB RAM, ~14 min); prints a GPU memory plan
 	$(VENV)/bin/qtts-sweep dry-run model=qwen3_tts_1.7b_base $(ARGS)
