@@ -21,9 +21,10 @@ MODEL_FIXTURES = {"tiny_model_dir", "tiny_loaded"}  # a test that asks for one o
 
 # Seconds each of the longest test files took in one `make test` here (`--durations`, summed per file). Only the
 # order matters: `make test` hands whole files to its processes (xdist --dist loadfile) in collection order, so
-# the longest go first and the short ones fill the gaps at the end; in alphabetical order a long file that came
-# last kept one process busy for minutes after the other had finished. Refresh the numbers when a file's cost
-# changes a lot; a file not listed counts as short.
+# the longest go first and the short ones fill the gaps at the end (the Makefile's --no-loadscope-reorder keeps
+# this order; xdist's default re-sorts files by test count, and a long file that came late then ran alone on one
+# process for up to 100 s). Refresh the numbers when a file's cost changes a lot; a file not listed counts as
+# short.
 FILE_SECONDS = {
     "test_sweep.py": 264,
     "test_demo.py": 196,
