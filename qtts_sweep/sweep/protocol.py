@@ -8,8 +8,11 @@ Messages (tuples over a `multiprocessing` Pipe):
                     | ("phase", text)  (what the trial does now, for the progress line; no reply)
   and, made up by `WorkerHandle.recv` when the process is gone: ("died", exitcode)
 
-Owns: the message vocabulary, `TrialRequest`, the worker process's life cycle (spawn on demand, restart after a
-death, stop). Does not own: what the worker does with a request (worker.py) or what the driver does with a reply.
+Owns: the message vocabulary, `TrialRequest`, the worker process's life cycle (start on demand, restart after a
+death, stop) and how it starts: forked from a multiprocessing fork server that imported the heavy libraries once
+(sweep/preload.py), so a restart after a crash, and every driver after the first in one process, skips ~10 s of
+imports; the driver's environment at the start travels with each worker (the fork server's is the one it had when
+it began). Does not own: what the worker does with a request (worker.py) or what the driver does with a reply.
 """
 
 from __future__ import annotations
@@ -68,13 +71,28 @@ def _stop_at_exit() -> None:
     atexit.register(lambda: [handle.stop() for handle in list(_LIVE)])
 
 
+PRELOAD = "qtts_sweep.sweep.preload"  # what the fork server imports before it forks the first worker
+
+
+def worker_context() -> Any:
+    """The multiprocessing context workers start from: a fork server that has imported torch, transformers, qwen-tts,
+    MLflow and the trial's own modules (the preload module; its import failures are the fork server's to ignore,
+    the worker imports again and reports them as the trial's). Linux and macOS have it; elsewhere, spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([PRELOAD])  # takes effect when the fork server starts (first worker of the process)
+    return ctx
+
+
 class WorkerHandle:
-    """A spawned worker process running `target(conn)`, started on demand and restarted after it dies."""
+    """A worker process running `target(conn, threads, driver pid, environment)`, started on demand and restarted
+    after it dies."""
 
     def __init__(self, target: Callable[..., None], threads: int | None = None) -> None:
         self._target = target
         self._threads = threads
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = worker_context()
         self.proc = None
         self.conn = None
         self.starts = 0
@@ -87,7 +105,10 @@ class WorkerHandle:
             return
         parent, child = self._ctx.Pipe()
         self.proc = self._ctx.Process(
-            target=self._target, args=(child, self._threads, os.getpid()), daemon=True, name="qtts-sweep-worker"
+            target=self._target,
+            args=(child, self._threads, os.getpid(), dict(os.environ)),
+            daemon=True,
+            name="qtts-sweep-worker",
         )
         self.proc.start()
         _LIVE.add(self)

@@ -196,31 +196,57 @@ def _serve(msg: tuple, state: WorkerState, conn: Any) -> tuple:
 
 def _exit_with(parent_pid: int) -> None:
     """Leave as soon as the driver is gone (killed with -9, its node lost): an orphan must not go on training,
-    holding a training lease and writing checkpoints nobody will read."""
+    holding a training lease and writing checkpoints nobody will read. The driver is not this process's parent (the
+    fork server is), so its exit is watched through a pidfd (Linux 5.3+), else by polling its pid."""
     import os
+    import select
     import threading
 
+    def gone() -> bool:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(3)
+        try:
+            fd = os.pidfd_open(parent_pid)
+        except ProcessLookupError:
+            os._exit(3)
+        except (AttributeError, OSError):  # no pidfd: poll once a second
+            while not gone():
+                time.sleep(1.0)
+            os._exit(3)
+        select.select([fd], [], [])  # readable once the driver has exited
+        os._exit(3)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def worker_main(conn: Any, threads: int | None = None, parent_pid: int | None = None) -> None:
+def worker_main(
+    conn: Any, threads: int | None = None, parent_pid: int | None = None, env: dict[str, str] | None = None
+) -> None:
     """Serve trials until told to stop or the pipe closes.
 
     Args:
         threads: CPU threads for torch (each of several drivers on one CPU machine gets its share).
-        parent_pid: the driver's pid; the worker exits when it changes.
+        parent_pid: the driver's pid; the worker exits when the driver does.
+        env: the driver's environment when it started this worker (a forked worker has the fork server's, from
+            when that started).
     """
     # Ctrl-C in a terminal and a scheduler's SIGTERM reach the whole process group: the driver handles them
     # (fails and re-queues the trial, then stops this worker); the worker must not die half-way through a write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    quiet.setup()  # a spawned process inherits the environment's choice, not this logging/warnings set-up
+    if env is not None:
+        import os
+
+        os.environ.clear()
+        os.environ.update(env)
+    quiet.setup()  # a new process inherits the environment's choice, not this logging/warnings set-up
     if parent_pid is not None:
         _exit_with(parent_pid)
     if threads:

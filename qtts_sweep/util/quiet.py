@@ -60,6 +60,7 @@ SOX_NOTE = "sox not installed: qwen-tts audio helpers unavailable; fix: apt-get 
 FLASH_ATTN_NOTE = "flash-attn not installed: using SDPA (pip install flash-attn for faster attention on GPU)"
 
 _noted: set[str] = set()
+_DEFAULT_WARNING_FILTERS = list(warnings.filters)  # as the interpreter set them, before any set-up here
 _sox_missing = False
 
 
@@ -86,7 +87,11 @@ def note(message: str) -> None:
 def setup() -> None:
     """Silence library chatter for this process (and children that inherit its environment), unless verbose."""
     set_log_verbose(verbose())
-    if verbose():
+    if verbose():  # undo a quiet set-up this process inherited (a worker forked from a server that started quiet)
+        warnings.filters[:] = _DEFAULT_WARNING_FILTERS
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietImports)]
         return
     for key, value in LIBRARY_ENV.items():
         os.environ.setdefault(key, value)
