@@ -7,13 +7,18 @@ import pytest
 import soundfile as sf
 
 from qtts_sweep.cli import main
-from tests.helpers.sweeps import tiny_paths
+from tests.helpers.sweeps import CHEAP, tiny_paths
 
 
 @pytest.mark.slow
 def test_demo_sweeps_promotes_and_synthesizes(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """The demo's whole path (its 12-trial sweep, promotion with the production gate, synthesis, the closing lines)
+    with the cheap trial settings every sweep test uses and a 2-line gate: `make demo`'s own training and scoring
+    sizes are config values (tests/test_config.py composes and validates experiment=tiny_demo), and cost this test
+    two minutes."""
     monkeypatch.setenv("QTTS_RUNS_DIR", str(tmp_path))
-    args = ["demo", *tiny_paths(tmp_path, tiny_model_dir)[1:]]  # the runs folder: QTTS_RUNS_DIR
+    cheap = [*CHEAP, "production.stress.lines=2"]
+    args = ["demo", *tiny_paths(tmp_path, tiny_model_dir)[1:], *cheap]  # the runs folder: QTTS_RUNS_DIR
     assert main(args) == 0
     out = capsys.readouterr().out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
