@@ -117,7 +117,7 @@ def test_a_short_sweep_and_promote_print_only_our_lines_and_verbose_brings_the_r
     (mine / "mine.yaml").write_text((PROJECT_DIR / "conf" / "data" / "demo.yaml").read_text())
 
     out = _cli(["sweep", str(sweep_file), "data=mine", "--config-dir", str(mine.parent), *overrides], runs)
-    out += _cli(["promote", "quiet_demo", "experiment=tiny_demo", *overrides], runs)
+    out += _cli(["promote", "quiet_demo", "experiment=tiny_demo", "production.stress.lines=2", *overrides], runs)
     for banner in BANNERS:
         assert banner not in out, f"{banner!r} in quiet output:\n{out}"
     assert "[1/2] trial 0 " in out and "[2/2] trial 1 " in out, out

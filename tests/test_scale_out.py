@@ -105,15 +105,13 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def _stall_markers(stall_dir: Path, phase: str) -> list[tuple[int, int]]:
-    """(worker pid, driver pid) of model workers now stalled in `phase` (they wrote a marker, see QTTS_TEST_STALL)."""
+    """(worker pid, driver pid) of model workers now stalled in `phase` (they wrote a marker
+    `<phase>-<worker pid>-<driver pid>`, see QTTS_TEST_STALL) whose worker still runs."""
     out = []
     for p in stall_dir.glob(f"{phase}-*"):
-        pid = int(p.name.split("-")[1])
-        try:
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().split()[3])
-        except (FileNotFoundError, ValueError, IndexError):
-            continue
-        out.append((pid, ppid))
+        _, pid, driver = p.name.split("-")
+        if Path(f"/proc/{pid}").exists():
+            out.append((int(pid), int(driver)))
     return out
 
 

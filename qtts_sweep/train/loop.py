@@ -162,16 +162,19 @@ def validation_loss(model: Any, examples: list[Any], cfg: Config) -> dict[str, f
     return totals
 
 
+DRIVER_PID_ENV = "QTTS_DRIVER_PID"  # set in a trial worker: its driver's pid (the worker's parent is a fork server)
 STALL_ENV = "QTTS_TEST_STALL"  # test hook "<dir>:<seconds>": pause mid-epoch and mid-save so a test can kill -9
 
 
 def test_stall(phase: str) -> None:
-    """Fault-injection hook for the scale-out tests (never set in normal use): write a marker, pause, remove it."""
+    """Fault-injection hook for the scale-out tests (never set in normal use): write a marker
+    `<phase>-<worker pid>-<driver pid>`, pause, remove it."""
     value = os.environ.get(STALL_ENV)
     if not value:
         return
     folder, seconds = value.rsplit(":", 1)
-    marker = Path(folder) / f"{phase}-{os.getpid()}"
+    driver = os.environ.get(DRIVER_PID_ENV, str(os.getppid()))
+    marker = Path(folder) / f"{phase}-{os.getpid()}-{driver}"
     marker.write_text("")
     time.sleep(float(seconds))
     marker.unlink(missing_ok=True)
