@@ -22,7 +22,7 @@ from typing import Any
 # name -> label, in the order of the breakdown. Serial work only: a worker's warm-up overlapping the driver's set-up
 # counts as far as the driver waited for it (`warm_up`).
 PHASES = {
-    "worker_start": "worker start (spawn, imports)",
+    "worker_start": "worker start (fork server, imports)",
     "model": "model load",
     "dataset": "dataset load/check",
     "storage": "storage (Optuna calls, journal lock)",
@@ -90,7 +90,7 @@ class _Timed:
 def warm_up(waited: float, worker: dict[str, float]) -> dict[str, float]:
     """The part of a worker's warm-up the driver waited for, by phase.
 
-    The worker starts (spawn, imports), then checks the dataset, then loads the model, while the driver sets up the
+    The worker starts (the fork server's imports, the first time), then checks the dataset, then loads the model, while the driver sets up the
     study; the driver waits only for the last `waited` seconds of that, so the tail is attributed: model load first,
     then dataset, the rest to the start.
     """

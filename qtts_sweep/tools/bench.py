@@ -223,7 +223,7 @@ def _print_sweep_bench(trials: list, outcome: Any, driver: Any, wall_a: float, b
     timings = [{"trained": s.trained_epochs, **s.timings} for s in stored]
     epochs_a = sum(len(t["trained"]) for t in timings)
     work_a = sum(t.get("train_s", 0) + t.get("eval_s", 0) for t in timings) + outcome.base_eval_s
-    # one-time: waiting for the worker's spawn, imports and model load, then the first data check
+    # one-time: waiting for the worker's start (fork server imports), model load, then the first data check
     startup = driver.worker.warm_wait + (timings[0].get("setup_s", 0.0) if timings else 0.0)
     keys: dict[str, int] = {}
     for t, s in zip(trials, stored, strict=True):
@@ -240,7 +240,7 @@ def _print_sweep_bench(trials: list, outcome: Any, driver: Any, wall_a: float, b
     )
     print(f"orchestration overhead of (a): {overhead:.1f} s = {overhead / wall_a:.1%} of its wall time")
     print(
-        f"  of which one-time worker start (spawn, imports, data check, model load): {startup:.1f} s; "
+        f"  of which one-time worker start (imports, data check, model load): {startup:.1f} s; "
         f"per trial: {(overhead - startup) / max(n, 1):.2f} s ({(overhead - startup) / wall_a:.1%} of (a))"
     )
     print(f"reuse + warm worker: a/b = {wall_a / b[1]:.3f}")
