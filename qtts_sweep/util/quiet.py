@@ -5,7 +5,8 @@ The choice travels in the environment (`QTTS_VERBOSE=1`), so trial workers and `
 which inherit neither `logging` nor `warnings` configuration, make the same choice when they call `setup()` at
 start (a worker forked from a fork server that set up quiet and gets `-v` undoes it there). Where a silenced
 message matters, the project says it in one line of its own (`note`), once per process: sox missing only when the
-25 Hz tokenizer's speaker extractor (the one qwen-tts user of sox) is built; flash-attn missing only when attention on a GPU falls back to SDPA (model/modeling.py).
+25 Hz tokenizer's speaker extractor (the one qwen-tts user of sox) is built; flash-attn missing only when
+attention on a GPU falls back to SDPA (model/modeling.py).
 
 Owns: the verbose switch, which library channels are silenced and how (environment variables the libraries read,
 logger levels, warning filters, a redirect of stdout/stderr around the imports that print banners). Does not own:
