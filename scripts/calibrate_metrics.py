@@ -72,8 +72,17 @@ def badness_matrix(signal_only: bool, short: bool = False) -> tuple[dict, dict]:
     word-boundary cuts (`short_clips`) instead of the whole clips."""
     import numpy as np
 
-    from qtts_sweep.metrics.audio import analyze_reference, audio_metrics
-    from tests.helpers.speech_clips import SR, clean_clips, missing_sources, noise_under, short_clips, variants
+    from qtts_sweep.metrics.audio import analyze_reference
+    from tests.helpers.speech_clips import (
+        SR,
+        clean_clips,
+        missing_sources,
+        noise_under,
+        shared_audio_metrics,
+        shared_mos,
+        shared_variants,
+        short_clips,
+    )
 
     missing = missing_sources()
     if missing:
@@ -91,17 +100,18 @@ def badness_matrix(signal_only: bool, short: bool = False) -> tuple[dict, dict]:
     for i, clip in enumerate(clips):
         ref = analyze_reference(clip.wav, SR)
         speech[clip.name] = ref.speech_s
-        base_mos = mos.predict(clip.wav, SR)["dnsmos_ovrl"] if mos else None
+        # the shared_* helpers compute, or read what another test process of the same session computed
+        base_mos = shared_mos(mos, clip, i, "original", clip.wav) if mos else None
         emb = spk.embed(clip.wav, SR) if spk else None
-        made = {**variants(clip, pool, i), "noise_10db": noise_under(clip, i, NOISE_SNR_DB)}
+        made = {**shared_variants(clip, pool, i), "noise_10db": noise_under(clip, i, NOISE_SNR_DB)}
         for variant, wav in made.items():
             if variant not in CLEAN + FAILURES:
                 continue
-            m = audio_metrics(wav, ref, SR)
+            m, _ = shared_audio_metrics(clip, i, variant, wav, ref)
             row = {k: m[k] for k in SIGNAL}
             if spk is not None:
                 row["spk_sim"] = 1.0 - float(spk.similarity(spk.embed(np.nan_to_num(wav), SR), emb))
-                row["dnsmos_ovrl"] = base_mos - mos.predict(wav, SR)["dnsmos_ovrl"]
+                row["dnsmos_ovrl"] = base_mos - shared_mos(mos, clip, i, variant, wav)
             for k, v in row.items():
                 out.setdefault(k, {}).setdefault(variant, {})[clip.name] = float(v)
     return out, speech

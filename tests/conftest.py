@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.services import mlflow_pg_server, pg_cluster  # noqa: F401  (one of each per session, for every module)
+from tests.helpers.shared import SHARED_ENV
 
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     # `make test` runs TEST_WORKERS pytest processes side by side: each (and every driver or model worker it starts)
@@ -58,6 +59,9 @@ def runs_dir(tmp_path_factory) -> Path:
     """Every test writes under a temporary runs/ (paths.runs_dir reads QTTS_RUNS_DIR), never the checkout's."""
     path = tmp_path_factory.mktemp("runs")
     os.environ["QTTS_RUNS_DIR"] = str(path)
+    # what every xdist process of this run shares (tests/helpers/shared.py): the parent of their own base folders
+    base = tmp_path_factory.getbasetemp()
+    os.environ[SHARED_ENV] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared")
     os.environ["HF_HUB_OFFLINE"] = "1"
     return path
 

@@ -40,8 +40,10 @@ from tests.helpers.speech_clips import (
     missing_sources,
     read_clip,
     same_voice_extra,
+    shared_audio_metrics,
+    shared_mos,
+    shared_variants,
     stretch,
-    variants,
 )
 from tests.helpers.sweeps import DEMO_DIR
 from tests.helpers.system_deps import require_sources
@@ -109,16 +111,15 @@ def clips() -> list[Clip]:
 def matrix(clips) -> Matrix:
     m = Matrix(clips)
     for i, clip in enumerate(clips):
-        m.wavs[clip.name] = variants(clip, clips, i)
+        m.wavs[clip.name] = shared_variants(clip, clips, i)  # computed once per session (test_calibration too)
         m.metrics[clip.name] = {}
         start = time.process_time()
         ref = analyze_reference(clip.wav, SR)  # once per line, as a sweep does
         m.cost_s += time.process_time() - start
         m.audio_s += len(clip.wav) / SR
         for variant, wav in m.wavs[clip.name].items():
-            start = time.process_time()
-            m.metrics[clip.name][variant] = audio_metrics(wav, ref, SR)
-            m.cost_s += time.process_time() - start
+            m.metrics[clip.name][variant], cost = shared_audio_metrics(clip, i, variant, wav, ref)
+            m.cost_s += cost  # where it was computed
             m.audio_s += len(wav) / SR
     return m
 
@@ -222,9 +223,9 @@ def test_mos_drops_for_noise_tails(matrix, capsys):
 
     mos = MosPredictor()
     scores: dict[str, list[float]] = {}
-    for clip in matrix.clips:
-        for variant in ("clean", "white_tail", "pink_tail"):
-            scores.setdefault(variant, []).append(mos.predict(matrix.wavs[clip.name][variant], SR)["dnsmos_ovrl"])
+    for i, clip in enumerate(matrix.clips):
+        for variant in ("clean", "white_tail", "pink_tail"):  # computed once per session (test_calibration too)
+            scores.setdefault(variant, []).append(shared_mos(mos, clip, i, variant, matrix.wavs[clip.name][variant]))
     worst_clean = min(scores["clean"])
     rows = [
         ("dnsmos_ovrl", v, -worst_clean, -max(scores[v]), worst_clean - max(scores[v]), True)

@@ -286,3 +286,41 @@ def noise_under(clip: Clip, index: int, snr_db: float) -> np.ndarray:
     rng = np.random.default_rng([SEED, index, 7])
     noise = rng.normal(size=len(clip.wav))
     return (clip.wav + noise / _rms(noise) * _rms(clip.wav) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+# The clip x variant scores both tests/test_metrics_audio.py and scripts/calibrate_metrics.py (through
+# tests/test_calibration.py) compute, shared across the suite's processes (tests/helpers/shared.py): each key names
+# the clip, its length, its index in the pool (the variants' random seed) and the variant.
+def _key(kind: str, clip: Clip, index: int, variant: str = "") -> str:
+    return f"{kind}/{clip.name}/{len(clip.wav)}/{index}/{variant}"
+
+
+def shared_variants(clip: Clip, clips: list[Clip], index: int) -> dict[str, np.ndarray]:
+    """`variants(clip, clips, index)`, computed once per test session."""
+    from tests.helpers.shared import memo
+
+    pool = ",".join(c.name for c in clips)
+    return memo(_key("variants", clip, index, pool), lambda: variants(clip, clips, index))
+
+
+def shared_audio_metrics(clip: Clip, index: int, variant: str, wav: np.ndarray, ref) -> tuple[dict[str, float], float]:
+    """(`audio_metrics(wav, ref, SR)`, the CPU seconds it took where it was computed), once per test session; `wav`
+    is `variant` of `clip` and `ref` the clip's `analyze_reference`."""
+    import time
+
+    from qtts_sweep.metrics.audio import audio_metrics
+    from tests.helpers.shared import memo
+
+    def compute() -> tuple[dict[str, float], float]:
+        start = time.process_time()
+        out = audio_metrics(wav, ref, SR)
+        return out, time.process_time() - start
+
+    return memo(_key("audio_metrics", clip, index, variant), compute)
+
+
+def shared_mos(mos, clip: Clip, index: int, variant: str, wav: np.ndarray) -> float:
+    """DNSMOS OVRL of `variant` of `clip` (`mos`: a MosPredictor), once per test session."""
+    from tests.helpers.shared import memo
+
+    return memo(_key("dnsmos_ovrl", clip, index, variant), lambda: mos.predict(wav, SR)["dnsmos_ovrl"])
