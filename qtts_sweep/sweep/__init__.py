@@ -4,8 +4,8 @@ Owns: sweep files (`spec`), the trial loop (`driver`, over a study session `sess
 `trials`), the worker process, its pipe protocol and what its fork server imports (`worker`, `protocol`,
 `preload`), Optuna storage (`storage`), samplers and pruners (`search`), trial heartbeats (`heartbeat`), stale-trial
 recovery and the one re-queue policy (`recovery`), a trial's result record (`result`), multi-fidelity over lines
-(`fidelity`), warm start from earlier studies (`warm_start`), the simulated search of `bench search` (`simulation`), the Hydra sweeper entry, blind
-listening (`listen`, `preference`), and the end-of-sweep report. Does not own: what a trial computes
+(`fidelity`), warm start from earlier studies (`warm_start`), the simulated search of `bench search`
+(`simulation`), the Hydra sweeper entry, blind listening (`listen`, `preference`), and the end-of-sweep report. Does not own: what a trial computes
 (`qtts_sweep.train`, `qtts_sweep.evaluate`), MLflow calls (`qtts_sweep.tracking`), promotion
 (`qtts_sweep.production`).
 

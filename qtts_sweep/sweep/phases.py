@@ -90,9 +90,9 @@ class _Timed:
 def warm_up(waited: float, worker: dict[str, float]) -> dict[str, float]:
     """The part of a worker's warm-up the driver waited for, by phase.
 
-    The worker starts (the fork server's imports, the first time), then checks the dataset, then loads the model, while the driver sets up the
-    study; the driver waits only for the last `waited` seconds of that, so the tail is attributed: model load first,
-    then dataset, the rest to the start.
+    The worker starts (the fork server's imports, the first time), then checks the dataset, then loads the model,
+    while the driver sets up the study; the driver waits only for the last `waited` seconds of that, so the tail is
+    attributed: model load first, then dataset, the rest to the start.
     """
     out = dict.fromkeys(("worker_start", "dataset", "model"), 0.0)
     left = max(waited, 0.0)
