@@ -7,6 +7,7 @@ Real parts throughout: driver processes started by `qtts-sweep sweep --workers N
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def test_killed_workers_trials_are_requeued_once_and_their_keys_resume(tmp_path,
         )
         os.kill(driver, signal.SIGKILL)
         killed.append(driver)
+        shutil.rmtree(stall)  # both kills done: the third driver finishes the budget without pauses
         out, _ = proc.communicate(timeout=1500)
     finally:
         if proc.poll() is None:

@@ -150,9 +150,9 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     sweep_file.write_text(text.replace(enqueue, enqueue + second))
     args = [sys.executable, "-m", "qtts_sweep.cli", "sweep", str(sweep_file), *CHEAP, *_paths(tmp_path, tiny_model_dir)]
     stall = tmp_path / "stall"
-    stall.mkdir()
-    # the worker writes a marker and pauses mid-epoch and mid-save (QTTS_TEST_STALL): a signal sent while a marker
-    # exists reaches a trial that is certainly RUNNING, however loaded the machine is
+    # the worker writes a marker and pauses mid-epoch and mid-save (QTTS_TEST_STALL) once the folder exists (armed
+    # after trial 0): a signal sent while a marker exists reaches a trial that is certainly RUNNING, however loaded
+    # the machine is
     env = {**os.environ, "QTTS_TEST_STALL": f"{stall}:1"}
     log = tmp_path / "first-run.log"
     # as from a terminal: SIGINT at its default (Python's KeyboardInterrupt), whatever this pytest process inherited
@@ -162,13 +162,9 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     )
     try:
         # Let one trial finish, then stop the driver while the next one is RUNNING, mid-epoch.
-        _wait_for(
-            lambda: (
-                _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1
-                and _states(db)[-1:] == ["RUNNING"]
-                and any(stall.glob("epoch-*"))
-            )
-        )
+        _wait_for(lambda: _states(db).count("COMPLETE") + _states(db).count("PRUNED") >= 1)
+        stall.mkdir()
+        _wait_for(lambda: _states(db)[-1:] == ["RUNNING"] and any(stall.glob("epoch-*")))
         proc.send_signal(sig)
         proc.wait(timeout=120)
         assert proc.returncode != 0, f"the first run finished before or despite the signal:\n{log.read_text()[-3000:]}"

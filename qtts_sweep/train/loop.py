@@ -168,14 +168,18 @@ STALL_ENV = "QTTS_TEST_STALL"  # test hook "<dir>:<seconds>": pause mid-epoch an
 
 def test_stall(phase: str) -> None:
     """Fault-injection hook for the scale-out tests (never set in normal use): write a marker
-    `<phase>-<worker pid>-<driver pid>`, pause, remove it."""
+    `<phase>-<worker pid>-<driver pid>`, pause, remove it. Only while the folder exists: a test arms the stalls by
+    creating it and disarms them (once its kills are done) by removing it."""
     value = os.environ.get(STALL_ENV)
     if not value:
         return
     folder, seconds = value.rsplit(":", 1)
     driver = os.environ.get(DRIVER_PID_ENV, str(os.getppid()))
     marker = Path(folder) / f"{phase}-{os.getpid()}-{driver}"
-    marker.write_text("")
+    try:
+        marker.write_text("")
+    except FileNotFoundError:  # not armed
+        return
     time.sleep(float(seconds))
     marker.unlink(missing_ok=True)
 
