@@ -4,7 +4,10 @@ Every trial worker needs torch, transformers, qwen-tts, peft, the metric librari
 on a CPU core. A spawned worker paid them at every start (a restart after a crash, and each driver a test process
 or notebook runs); a worker forked from a server that imported them once starts in a fraction of a second. What
 is imported here is only imported, never run: no model, no thread pool, no CUDA context (a fork after CUDA
-initialisation is unusable), so the forked worker is the same as a spawned one that has done its imports.
+initialisation is unusable; torch's device count is asked through NVML here, which leaves CUDA alone, should an
+import ask), so the forked worker is the same as a spawned one that has done its imports. Should a GPU worker
+ever fail with "Cannot re-initialize CUDA in forked subprocess", `QTTS_WORKER_START=spawn` starts every worker as
+a fresh interpreter again (sweep/protocol.py).
 
 The fork server also ignores SIGTERM: a scheduler's stop (SLURM's scancel, Ctrl-C's SIGINT, which multiprocessing
 already ignores there) reaches the whole process group, and the server must outlive it until the driver has
@@ -18,6 +21,7 @@ Owns: the list of modules a worker imports ahead of time. Does not own: starting
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 
 from qtts_sweep.util import quiet
@@ -61,6 +65,7 @@ MODULES = (
 
 def _preload() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # the server's own; each worker gets the driver's
     quiet.setup()  # banners printed at import stay silenced as in a worker (QTTS_VERBOSE decides, as there)
     for name in MODULES:
         try:

@@ -73,13 +73,15 @@ def _stop_at_exit() -> None:
 
 
 PRELOAD = "qtts_sweep.sweep.preload"  # what the fork server imports before it forks the first worker
+START_ENV = "QTTS_WORKER_START"  # "spawn": every worker a fresh interpreter (the way out if a fork ever misbehaves)
 
 
 def worker_context() -> Any:
     """The multiprocessing context workers start from: a fork server that has imported torch, transformers, qwen-tts,
     MLflow and the trial's own modules (the preload module; its import failures are the fork server's to ignore,
-    the worker imports again and reports them as the trial's). Linux and macOS have it; elsewhere, spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    the worker imports again and reports them as the trial's). Linux and macOS have it; elsewhere, or with
+    QTTS_WORKER_START=spawn, spawn (each start pays the imports again)."""
+    if os.environ.get(START_ENV) == "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])  # takes effect when the fork server starts (first worker of the process)
