@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -30,6 +31,7 @@ def _alive(pid: int) -> bool:
 # up and ignoring SIGTERM, without anyone calling WorkerHandle.stop.
 _LEFT_BEHIND = textwrap.dedent(
     """
+    import sys
     import time
     from qtts_sweep.sweep.protocol import WorkerHandle
     from qtts_sweep.sweep.worker import worker_main
@@ -46,6 +48,8 @@ _LEFT_BEHIND = textwrap.dedent(
     else:
         raise SystemExit("the worker never reached worker_main")
     print(handle.proc.pid, flush=True)
+    if "--wait" in sys.argv:
+        time.sleep(120)  # until the test kills this driver with SIGKILL
     raise KeyboardInterrupt
     """
 )
@@ -84,3 +88,28 @@ def test_a_stop_while_the_study_opens_stops_the_worker_at_once(tmp_path, tiny_mo
         driver.run()
     assert driver.worker.proc is None
     assert driver.worker.starts == 1
+
+
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_a_worker_lives_with_its_driver_and_leaves_within_seconds_of_a_kill_9(tmp_path, start):
+    """The worker is not the driver's child when it forks from the fork server (QTTS_WORKER_START=spawn: it is): it
+    watches the driver's pid, stays while the driver runs and exits when a SIGKILL ends the driver (no clean-up
+    runs there), so an orphan never goes on holding a training lease."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "QTTS_WORKER_START": start}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LEFT_BEHIND, "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    try:
+        worker = int(proc.stdout.readline())
+        time.sleep(2.0)  # longer than the old once-a-second parent check
+        assert _alive(worker) and proc.poll() is None, "the worker left while its driver still ran"
+        parent = int(open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[1])
+        assert (parent == proc.pid) == (start == "spawn"), (start, parent, proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), f"worker {worker} outlived its SIGKILLed driver by 10 s"
