@@ -90,7 +90,8 @@ def test_a_stop_while_the_study_opens_stops_the_worker_at_once(tmp_path, tiny_mo
     assert driver.worker.starts == 1
 
 
-@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+# the fork server imports the whole trial stack before its first fork (~15 s): slow, out of `make test-fast`
+@pytest.mark.parametrize("start", [pytest.param("forkserver", marks=pytest.mark.slow), "spawn"])
 def test_a_worker_lives_with_its_driver_and_leaves_within_seconds_of_a_kill_9(tmp_path, start):
     """The worker is not the driver's child when it forks from the fork server (QTTS_WORKER_START=spawn: it is): it
     watches the driver's pid, stays while the driver runs and exits when a SIGKILL ends the driver (no clean-up
