@@ -138,7 +138,7 @@ def _terminal_signals() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig):
+def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig, capsys):
     db = tmp_path / "optuna.db"
     # the shipped tiny sweep with a budget of 3, and a second enqueued point on another training key, so that
     # trial 1 certainly trains (a sampled point may reuse trial 0's epochs and finish within a poll interval)
@@ -174,15 +174,20 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig)
     if sig == signal.SIGINT:
         assert "RUNNING" not in _states(db)  # Ctrl-C leaves nothing running
     env.pop("QTTS_TEST_STALL")
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    # the same command again, in this process (its worker forks from this process's fork server: no second start-up
+    # of the whole stack; the first run had to be a process of its own, to be signalled)
+    from qtts_sweep.cli import main
+
+    code = main(args[3:])
+    rerun = capsys.readouterr().out
+    assert code == 0, rerun[-3000:]
     study = _study(tmp_path)
     assert sum(budget_used(study)) == 3  # budget exact
     assert not [t for t in study.get_trials() if t.state.name in ("RUNNING", "WAITING")]
     stale = stale_numbers(study)
     stopped = [t for t in study.get_trials() if t.number in stale or t.user_attrs.get("interrupted")]
     seen = [(t.number, t.state.name, sorted(t.user_attrs)) for t in study.get_trials()]
-    assert len(stopped) == 1, f"{seen}\nfirst run:\n{log.read_text()[-4000:]}\nrerun:\n{rerun.stdout[-3000:]}"
+    assert len(stopped) == 1, f"{seen}\nfirst run:\n{log.read_text()[-4000:]}\nrerun:\n{rerun[-3000:]}"
     requeued = [t for t in study.get_trials() if "retry_of" in t.user_attrs]
     # the stopped trial runs again once (killed before it had parameters: nothing to re-run)
     assert len(requeued) == (1 if stopped[0].params else 0)
