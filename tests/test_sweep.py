@@ -173,7 +173,6 @@ def test_resume_after_interrupt_or_kill_mid_trial(tmp_path, tiny_model_dir, sig,
             proc.kill()
     if sig == signal.SIGINT:
         assert "RUNNING" not in _states(db)  # Ctrl-C leaves nothing running
-    env.pop("QTTS_TEST_STALL")
     # the same command again, in this process (its worker forks from this process's fork server: no second start-up
     # of the whole stack; the first run had to be a process of its own, to be signalled)
     from qtts_sweep.cli import main
