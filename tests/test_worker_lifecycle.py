@@ -16,16 +16,8 @@ import time
 
 import pytest
 
+from qtts_sweep.util.procs import pid_alive
 from tests.helpers.sweeps import tiny_sweep
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
-    except FileNotFoundError:
-        return False
-
 
 # A driver process whose code ends (here by an exception, as a signal at the wrong moment does) while its worker is
 # up and ignoring SIGTERM, without anyone calling WorkerHandle.stop.
@@ -70,7 +62,7 @@ def test_a_driver_that_ends_without_stopping_its_worker_still_exits_and_takes_th
         pytest.fail(f"the driver process hung at exit with its worker alive:\n{err[-2000:]}")
     worker = int(out.split()[0])
     assert "KeyboardInterrupt" in err  # it ended the way the script ends, not by something else
-    assert not _alive(worker), f"worker {worker} outlived its driver"
+    assert not pid_alive(worker), f"worker {worker} outlived its driver"
 
 
 @pytest.mark.slow
@@ -104,13 +96,13 @@ def test_a_worker_lives_with_its_driver_and_leaves_within_seconds_of_a_kill_9(tm
     try:
         worker = int(proc.stdout.readline())
         time.sleep(2.0)  # longer than the old once-a-second parent check
-        assert _alive(worker) and proc.poll() is None, "the worker left while its driver still ran"
+        assert pid_alive(worker) and proc.poll() is None, "the worker left while its driver still ran"
         parent = int(open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[1])
         assert (parent == proc.pid) == (start == "spawn"), (start, parent, proc.pid)
     finally:
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 10
-    while _alive(worker) and time.monotonic() < deadline:
+    while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(worker), f"worker {worker} outlived its SIGKILLed driver by 10 s"
+    assert not pid_alive(worker), f"worker {worker} outlived its SIGKILLed driver by 10 s"

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtts_sweep.config.schema import Config
-from qtts_sweep.train.loop import DRIVER_PID_ENV
 
 CRASH_ENV = "QTTS_TEST_CRASH"  # test hook: "3:segfault,5:raise" makes those trial numbers fail on purpose
 
@@ -109,7 +108,7 @@ class WorkerHandle:
         parent, child = self._ctx.Pipe()
         self.proc = self._ctx.Process(
             target=self._target,
-            args=(child, self._threads, os.getpid(), {**os.environ, DRIVER_PID_ENV: str(os.getpid())}),
+            args=(child, self._threads, os.getpid(), dict(os.environ)),
             daemon=True,
             name="qtts-sweep-worker",
         )

@@ -202,14 +202,7 @@ def _exit_with(parent_pid: int) -> None:
     import select
     import threading
 
-    def gone() -> bool:
-        try:
-            os.kill(parent_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+    from qtts_sweep.util.procs import pid_alive
 
     def watch() -> None:
         try:
@@ -217,7 +210,7 @@ def _exit_with(parent_pid: int) -> None:
         except ProcessLookupError:
             os._exit(3)
         except (AttributeError, OSError):  # no pidfd: poll once a second
-            while not gone():
+            while pid_alive(parent_pid):
                 time.sleep(1.0)
             os._exit(3)
         select.select([fd], [], [])  # readable once the driver has exited
@@ -241,11 +234,15 @@ def worker_main(
     # (fails and re-queues the trial, then stops this worker); the worker must not die half-way through a write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if env is not None:
-        import os
+    import os
 
+    if env is not None:
         os.environ.clear()
         os.environ.update(env)
+    if parent_pid is not None:
+        from qtts_sweep.train.loop import DRIVER_PID_ENV
+
+        os.environ[DRIVER_PID_ENV] = str(parent_pid)  # for the fault-injection markers (train.loop.test_stall)
     quiet.setup()  # a new process inherits the environment's choice, not this logging/warnings set-up
     if parent_pid is not None:
         _exit_with(parent_pid)
