@@ -42,21 +42,30 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
 
 def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
     """The id of experiment `name`, created (artifacts under `artifact_location/name`) when missing, tagged as model
-    training either way (EXPERIMENT_KIND_TAG above)."""
+    training either way (EXPERIMENT_KIND_TAG above).
+
+    Drivers that start together call this at the same moment on one store (tests/test_tracking_race.py): a new
+    experiment is created with its tag in one call, and a tag write that loses a race (MLflow's store inserts the
+    tag row: a second insert of the same key fails with a UNIQUE constraint error) counts as done when the tag is
+    there afterwards."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        from mlflow.exceptions import MlflowException
-
         loc = Path(artifact_location, name).resolve().as_uri() if artifact_location else None
         try:
-            exp_id = client.create_experiment(name, artifact_location=loc)
+            return client.create_experiment(name, artifact_location=loc, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # another driver created it a moment ago
-            exp_id = client.get_experiment_by_name(name).experiment_id
-    else:
-        exp_id = exp.experiment_id
-    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return exp_id
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # an experiment from before the tag existed
+        try:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except MlflowException:  # another driver tagged it at the same moment
+            if client.get_experiment(exp.experiment_id).tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                raise
+    return exp.experiment_id
 
 
 class MlflowTracker:
