@@ -43,6 +43,11 @@ def test_server_is_loopback_only_and_checks_host_headers(mlflow_pg_server, pg_cl
     assert status(api, host=f"evil.example:{port}") in (400, 403)  # a DNS-rebinding page is refused
     with open(f"/proc/{server.proc.pid}/cmdline", "rb") as f:
         assert pg_cluster.password.encode() not in f.read()  # the backend URI went through the environment
+    # MLflow's job runner and its huey consumers (8 processes nothing here uses) are not started
+    import psutil
+
+    started = [" ".join(c.cmdline()) for c in psutil.Process(server.proc.pid).children(recursive=True)]
+    assert started and not [c for c in started if "huey" in c or "_job_runner" in c], started
 
 
 def test_exposed_server_names_its_hosts_and_warns():

@@ -24,6 +24,7 @@ from qtts_sweep.util.urls import redact
 log = get_logger(__name__)
 
 LOOPBACK = "127.0.0.1"
+JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -82,6 +83,10 @@ def start_mlflow_server(
         "--allowed-hosts", allowed, "--workers", str(workers),
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri}
+    # MLflow 3's job execution (GenAI jobs: prompt optimisation, trace roll-ups) starts a job runner and seven huey
+    # consumer processes beside the server; nothing here submits jobs. Off unless the caller's environment turns it
+    # on: the server starts in ~9 s instead of ~14 s on 2 cores and stops in 1 s instead of 5.
+    env.setdefault(JOB_EXECUTION_ENV, "false")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://{host}:{port}"
