@@ -59,13 +59,16 @@ def test_check_output_and_checkpoint_config_mask_the_tracking_uri(capsys):
 
 
 def test_checkpoint_config_is_written_with_to_yaml():
-    """`_save_epoch` keeps `to_yaml(cfg)` (masked), not OmegaConf's own dump of the config."""
+    """Every epoch's checkpoint keeps `to_yaml(cfg)` (masked, made once per training run in `_train_epochs`), not
+    OmegaConf's own dump of the config."""
     import inspect
 
     from qtts_sweep.train import loop
 
-    source = inspect.getsource(loop._save_epoch)  # noqa: SLF001 - the one place a checkpoint's config is made
-    assert "config_yaml=to_yaml(cfg)" in source and "OmegaConf.to_yaml" not in source
+    made = inspect.getsource(loop._train_epochs)  # noqa: SLF001 - the one place a checkpoint's config is made
+    saved = inspect.getsource(loop._save_epoch)  # noqa: SLF001
+    assert "config_yaml = to_yaml(cfg)" in made and "config_yaml=config_yaml" in saved
+    assert "OmegaConf.to_yaml" not in made + saved
 
 
 def test_local_drivers_get_secrets_in_their_environment_not_argv(monkeypatch):
