@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -42,12 +43,16 @@ def venv_script(name: str) -> str:
 
 
 def start(argv: list[str], health: str) -> tuple[subprocess.Popen, str]:
-    """A server command (`argv`, then `--host 127.0.0.1 --port P` is added) on a free loopback port."""
+    """A server command (`argv`, then `--host 127.0.0.1 --port P` is added) on a free loopback port. An `mlflow
+    server` runs as the project starts its own (qtts_sweep/tracking/server.py): without MLflow's job execution."""
+    from qtts_sweep.tracking.server import JOB_EXECUTION_ENV
+
     port = free_port()
     proc = subprocess.Popen(
         [*argv, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, JOB_EXECUTION_ENV: "false"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
