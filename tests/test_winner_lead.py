@@ -82,6 +82,21 @@ def test_the_line_objective_is_the_trials_own_value():
     assert lobj.on(lobj.lines, np.array([[2.0, 1.0, 1.0, 0.0]]))[0] == pytest.approx(want2, abs=1e-12)
 
 
+def test_a_batch_of_resamples_scores_each_one_as_alone():
+    """`on` scores each distinct resample once and remembers the last batch: every row of a batch with repeats
+    (and the same batch asked again, and a different one after it) is what that row alone scores."""
+    rng = np.random.default_rng(2)
+    rows = rows_for(rng.uniform(0.2, 0.9, 12), seeds=3)
+    ceiling = [{"id": f"l{i:02d}", "metrics": {"talker_acc": 0.9, "code_acc": 0.8}} for i in range(4)]
+    lobj = LineObjective(rows, WEIGHTS, ceiling)
+    batch = rng.integers(0, 3, size=(40, 4)).astype(float)
+    batch[batch.sum(axis=1) == 0, 0] = 1.0  # every resample draws a line
+    alone = np.array([LineObjective(rows, WEIGHTS, ceiling).on(lobj.lines, row[None, :])[0] for row in batch])
+    assert len({tuple(r) for r in batch}) < len(batch)  # repeats, as a bootstrap of few lines draws
+    for counts in (batch, batch, batch[::-1]):
+        np.testing.assert_allclose(lobj.on(lobj.lines, counts), alone if counts is batch else alone[::-1], atol=1e-12)
+
+
 def test_the_lead_is_the_difference_of_objectives_not_of_line_means(tmp_path):
     """With ceiling-relative, capped terms the mean of per-line scores is not the objective; the lead is."""
     rng = np.random.default_rng(1)

@@ -1,10 +1,11 @@
 """Imported once by the worker fork server (sweep/protocol.py `worker_context`), before it forks any worker.
 
 Every trial worker needs torch, transformers, qwen-tts, peft and the metric libraries: ~9 s of imports on a CPU
-core. Not MLflow, Optuna or Hydra: the driver does all logging and storage, and a worker that ran trials has none of
-them in `sys.modules` (checked with a spawned worker); preloading MLflow cost every server start ~1 s for nothing. A spawned worker paid them at every start (a restart after a crash, and each driver a test process
-or notebook runs); a worker forked from a server that imported them once starts in a fraction of a second. What
-is imported here is only imported, never run: no model, no thread pool, no CUDA context (a fork after CUDA
+core. Not MLflow, Optuna or Hydra: the driver does all logging and storage, and a worker that ran trials has none
+of them in `sys.modules` (checked with a spawned worker); preloading MLflow cost every server start ~1 s for
+nothing. A spawned worker paid these imports at every start (a restart after a crash, and each driver a test
+process or notebook runs); a worker forked from a server that imported them once starts in a fraction of a second.
+What is imported here is only imported, never run: no model, no thread pool, no CUDA context (a fork after CUDA
 initialisation is unusable; torch's device count is asked through NVML here, which leaves CUDA alone, should an
 import ask), so the forked worker is the same as a spawned one that has done its imports. Should a GPU worker
 ever fail with "Cannot re-initialize CUDA in forked subprocess", `QTTS_WORKER_START=spawn` starts every worker as
