@@ -188,3 +188,32 @@ def _cfg():
     from qtts_sweep.config.loader import load_config
 
     return load_config(["model=tiny", "tracking=none"], check_model=False)
+
+
+def test_a_verdict_asked_again_computes_only_what_changed(tmp_path, monkeypatch):
+    """The progress line asks for the verdict after every trial: leads already measured are reused while their
+    two results are unchanged; a new trial's lead, and the lead of a result that grew, are measured afresh."""
+    from qtts_sweep.metrics import paired
+
+    rng = np.random.default_rng(3)
+    s = Study(tmp_path)
+    for i in range(4):
+        s.add(rows_for(rng.uniform(0.3 + 0.1 * i, 0.9, 6)), 0.1 * (i + 1), checkpoint=f"ckpt-{i}")
+    calls = []
+    real = paired.paired_difference
+    monkeypatch.setattr(paired, "paired_difference", lambda a, b, *k, **kw: calls.append(b.number) or real(a, b))
+    first = selection.paired_verdict(s.study, ObjectiveConfig())
+    assert sorted(calls) == sorted(n for n in first.leads)
+    calls.clear()
+    new = s.add(rows_for(rng.uniform(0.1, 0.3, 6)), 0.9, checkpoint="ckpt-new")  # clearly behind the best
+    second = selection.paired_verdict(s.study, ObjectiveConfig())
+    assert calls == [new] and second.best.number == first.best.number
+    assert {n: second.leads[n] for n in first.leads} == first.leads
+    calls.clear()
+    other = next(n for n in first.leads)
+    grown = rows_for(rng.uniform(0.3, 0.9, 8))  # the same trial's result, now scored on more lines
+    (tmp_path / f"eval-{other}" / "result.json").write_text(json.dumps({"per_line": grown, "scale": 0.5}))
+    third = selection.paired_verdict(s.study, ObjectiveConfig())
+    assert calls == [other]
+    fresh = selection.candidate(s.study.trials[other], ObjectiveConfig())
+    assert third.leads[other] == real(third.best, fresh) and third.leads[other].n == 6  # the lines both have

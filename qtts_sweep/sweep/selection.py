@@ -7,6 +7,7 @@ bundles (qtts_sweep.production) or the statistics (qtts_sweep.metrics.paired).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -114,6 +115,14 @@ def best_summary(study) -> dict[str, Any] | None:
     }
 
 
+# Per process: what a result file's lines score ({ident: (scores, statistic, scale)}) and the leads between them
+# ({(ident, ident): PairedDiff}). An ident names the file's path, size and mtime and the objective, so a result that
+# grew (more lines scored) or another objective is measured afresh. Bounded: cleared when it grows past the cap.
+_SCORED: dict[tuple, tuple] = {}
+_LEADS: dict[tuple, Any] = {}
+_CACHE_CAP = 20_000
+
+
 def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
     """A completed trial's per-(line, seed) composite scores, with the study's weights and reference; None when
     its result is gone (a cleaned runs/ folder) or it has no single objective value."""
@@ -121,14 +130,23 @@ def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
     path = stored.result_file
     if path is None or trial.values is None or len(trial.values) != 1:
         return None
-    result = json.loads(path.read_text())
-    ceiling = (result.get("ceiling") or {}).get("per_line")
-    weights = objective.objective_weights()
-    scores = line_scores(result["per_line"], weights, ceiling)
-    statistic = LineObjective(result["per_line"], weights, ceiling).on  # what the trial's value is, per resample
-    scale = trial.params.get("eval.lora_scale", result.get("scale"))
+    st = path.stat()
+    ident = (str(path), st.st_size, st.st_mtime_ns, json.dumps(dataclasses.asdict(objective), sort_keys=True))
+    if ident not in _SCORED:
+        if len(_SCORED) > _CACHE_CAP:
+            _SCORED.clear()
+        result = json.loads(path.read_text())
+        ceiling = (result.get("ceiling") or {}).get("per_line")
+        weights = objective.objective_weights()
+        scores = line_scores(result["per_line"], weights, ceiling)
+        statistic = LineObjective(result["per_line"], weights, ceiling).on  # the trial's value, per resample
+        _SCORED[ident] = (scores, statistic, result.get("scale"))
+    scores, statistic, result_scale = _SCORED[ident]
+    scale = trial.params.get("eval.lora_scale", result_scale)
     pair = (stored.checkpoint_path, round(float(scale), 6) if scale is not None else None)
-    return Candidate(trial.number, float(trial.value), dict(trial.params), scores, statistic, pair, feasible(trial))
+    return Candidate(
+        trial.number, float(trial.value), dict(trial.params), scores, statistic, pair, feasible(trial), ident
+    )
 
 
 def study_objective(study, fallback: ObjectiveConfig) -> tuple[ObjectiveConfig, bool]:
@@ -150,7 +168,9 @@ def paired_verdict(study, objective: ObjectiveConfig) -> Verdict | None:
     if is_multi(study):
         return None
     found = [c for c in (candidate(t, objective) for t in _complete(study)) if c is not None]
-    return choose(found, objective.tie_break) if found else None
+    if len(_LEADS) > _CACHE_CAP:
+        _LEADS.clear()
+    return choose(found, objective.tie_break, _LEADS) if found else None
 
 
 def enqueued_trial(study, point: dict[str, Any]):
