@@ -22,7 +22,9 @@ def _driver(uri: str, name: str, barrier, results) -> None:
         results.put(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def test_drivers_setting_up_one_experiment_together_all_get_its_id(tmp_path):
+def test_drivers_setting_up_one_experiment_together_all_get_its_id(tmp_path, monkeypatch):
+    # no pooled connections: a forked driver must not inherit this process's open SQLite connection
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     client.search_experiments()  # the store's schema, migrated once before the drivers start
