@@ -120,7 +120,7 @@ def best_summary(study) -> dict[str, Any] | None:
 # grew (more lines scored) or another objective is measured afresh. Bounded: cleared when it grows past the cap.
 _SCORED: dict[tuple, tuple] = {}
 _LEADS: dict[tuple, Any] = {}
-_CACHE_CAP = 20_000
+_CACHE_CAP = 5_000  # entries; a result file's entry holds its scores and its last bootstrap batch (~16 kB)
 
 
 def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
