@@ -188,8 +188,8 @@ class Candidate:
     statistic: Statistic | None = field(default=None, compare=False)
     pair: Any = None
     feasible: bool = True
-    # what `scores` and `statistic` were computed from (e.g. the result file's path, size and mtime, with the
-    # weights): two candidates with one `ident` measure the same, so `choose(leads_cache=...)` may reuse a lead
+    # what `scores` and `statistic` were computed from (e.g. a digest of the result file and the weights): two
+    # candidates with one `ident` measure the same, so `choose(leads_cache=...)` may reuse a lead
     ident: Any = field(default=None, compare=False)
 
 

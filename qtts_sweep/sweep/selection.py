@@ -8,6 +8,7 @@ bundles (qtts_sweep.production) or the statistics (qtts_sweep.metrics.paired).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any
 
@@ -116,8 +117,10 @@ def best_summary(study) -> dict[str, Any] | None:
 
 
 # Per process: what a result file's lines score ({ident: (scores, statistic, scale)}) and the leads between them
-# ({(ident, ident): PairedDiff}). An ident names the file's path, size and mtime and the objective, so a result that
-# grew (more lines scored) or another objective is measured afresh. Bounded: cleared when it grows past the cap.
+# ({(ident, ident): PairedDiff}). An ident is a digest of the file's bytes and the objective, so a result that grew
+# (more lines scored) or another objective is measured afresh; reading a small file is cheap, scoring it is not (a
+# size and mtime would miss a same-size rewrite within the file system's timestamp granularity). Bounded: cleared
+# when it grows past the cap.
 _SCORED: dict[tuple, tuple] = {}
 _LEADS: dict[tuple, Any] = {}
 _CACHE_CAP = 5_000  # entries; a result file's entry holds its scores and its last bootstrap batch (~16 kB)
@@ -130,12 +133,12 @@ def candidate(trial, objective: ObjectiveConfig) -> Candidate | None:
     path = stored.result_file
     if path is None or trial.values is None or len(trial.values) != 1:
         return None
-    st = path.stat()
-    ident = (str(path), st.st_size, st.st_mtime_ns, json.dumps(dataclasses.asdict(objective), sort_keys=True))
+    data = path.read_bytes()
+    ident = (hashlib.blake2b(data).hexdigest(), json.dumps(dataclasses.asdict(objective), sort_keys=True))
     if ident not in _SCORED:
         if len(_SCORED) > _CACHE_CAP:
             _SCORED.clear()
-        result = json.loads(path.read_text())
+        result = json.loads(data)
         ceiling = (result.get("ceiling") or {}).get("per_line")
         weights = objective.objective_weights()
         scores = line_scores(result["per_line"], weights, ceiling)

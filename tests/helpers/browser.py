@@ -52,7 +52,7 @@ def start(argv: list[str], health: str) -> tuple[subprocess.Popen, str]:
         [*argv, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, JOB_EXECUTION_ENV: "false"},
+        env={JOB_EXECUTION_ENV: "false", **os.environ},  # off unless the environment says otherwise, as there
     )
     url = f"http://127.0.0.1:{port}"
     try:
